@@ -1,0 +1,100 @@
+"""What every check shares: calling the learner's code safely and failing in plain words.
+
+A check either returns quietly (after printing one line of praise) or raises
+:class:`CheckFailure` whose message says what is wrong and what to try. Anything the
+learner's function raises is re-raised as a CheckFailure naming the call that broke,
+so a failing test cell never shows a traceback from inside this package.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+class CheckFailure(AssertionError):
+    """A graded check did not pass; the message is written for the learner."""
+
+
+def fail(message: str) -> None:
+    __tracebackhide__ = True  # IPython and pytest hide this frame
+    raise CheckFailure(message)
+
+
+def describe(value: Any) -> str:
+    """A short description of an argument, for messages: shapes, not contents."""
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"tensor of shape {tuple(value.shape)}"
+    if value is None:
+        return "None"
+    return type(value).__name__
+
+
+def call_learner(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
+    """Call the learner's ``fn``; turn anything it raises into a CheckFailure."""
+    __tracebackhide__ = True
+    name = name or getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        fail(f"Expected `{name}` to be a function, but it is a {type(fn).__name__}. "
+             "Did a later cell reassign the name? Re-run the cell that defines it.")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        fail(f"`{name}` still raises NotImplementedError. Replace the "
+             "`raise NotImplementedError()` line with your implementation.")
+    except Exception as exc:  # the learner's bug, reported with the call that triggered it
+        shown = ", ".join([describe(a) for a in args]
+                          + [f"{k}={describe(v)}" for k, v in kwargs.items()])
+        raise CheckFailure(
+            f"`{name}` raised {type(exc).__name__}: {exc}\n"
+            f"It was called with ({shown}). The traceback above this message "
+            "points at the line in your code."
+        ) from exc
+
+
+def as_float_array(value: Any, what: str, expected_shape: Sequence[int]) -> np.ndarray:
+    """Convert a returned value to a float64 array of an exact shape, or fail saying why.
+
+    Converting to float64 also defeats objects that pretend to equal anything.
+    """
+    __tracebackhide__ = True
+    if value is None:
+        fail(f"{what} is None. Does your function end with a `return` statement?")
+    if hasattr(value, "detach"):  # a torch tensor is fine; compare its values
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail(f"{what} should be a NumPy array of numbers, but got {type(value).__name__}.")
+    expected_shape = tuple(expected_shape)
+    if array.shape != expected_shape:
+        fail(f"{what} has shape {array.shape}, expected {expected_shape}.")
+    return array
+
+
+def find_bad_values(array: np.ndarray) -> str | None:
+    """Name the non-finite values in an array, or None if all are finite."""
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int(np.isinf(array).sum())
+    if not (n_nan or n_inf):
+        return None
+    parts = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} inf" if n_inf else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def worst_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
+    """Where two arrays differ most, for a message."""
+    diff = np.abs(actual - expected)
+    index = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    return (f"largest difference {float(diff[index]):.3g} at index {tuple(int(i) for i in index)} "
+            f"(got {float(actual[index]):.6g}, expected {float(expected[index]):.6g})")
+
+
+def passed(message: str) -> None:
+    print(f"\N{CHECK MARK} {message}")
+
+
+def seeded(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,88 @@
+"""`course`: the instructor's command line, a thin layer over nbgrader.
+
+    course library [--check]              regenerate llmref/ from the solution notebooks
+    course release [NAME ...] [--check]   regenerate notebooks/ from solutions/ (nbgrader)
+    course grade NAME SUBMISSIONS         autograde a class's submissions; writes grades.csv
+
+Run it from the course repository (or pass --root).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import grading, library, release
+
+
+def find_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if (folder / "solutions").is_dir() and (folder / "autograder").is_dir():
+            return folder
+    raise SystemExit(f"error: {start} is not inside the course repository (no solutions/ and "
+                     "autograder/ folders above it). Run from the repository or pass --root.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, help="course repository (default: found from cwd)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("library", help="extract llmref/ modules from tagged solution cells")
+    p.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+
+    p = sub.add_parser("release", help="generate notebooks/ from solutions/ with nbgrader")
+    p.add_argument("names", nargs="*", help="assignments (default: all in solutions/)")
+    p.add_argument("--check", action="store_true",
+                   help="generate into a temporary folder and fail if notebooks/ differs")
+
+    p = sub.add_parser("grade", help="autograde every submission of one assignment")
+    p.add_argument("name", help="assignment, e.g. 02_attention")
+    p.add_argument("submissions", type=Path,
+                   help="folder of STUDENT/NAME/*.ipynb (nbgrader's layout) or STUDENT.ipynb files")
+    p.add_argument("--class-dir", type=Path, default=Path("class"),
+                   help="the class's nbgrader folder: gradebook, submitted/, autograded/ (default: ./class)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds allowed to grade one submission before it scores 0 (default 600)")
+
+    args = parser.parse_args(argv)
+    root = (args.root or find_root(Path.cwd())).resolve()
+
+    if args.command == "library":
+        if args.check:
+            stale = library.stale(root)
+            for path in stale:
+                print(f"stale: {path.relative_to(root)} (run `course library`)")
+            return 1 if stale else 0
+        for path in library.write(root):
+            print(f"wrote {path.relative_to(root)}")
+        return 0
+
+    if args.command == "release":
+        names = args.names or release.assignment_names(root)
+        if args.check:
+            problems = release.check(root, names)
+            for line in problems:
+                print(line)
+            return 1 if problems else 0
+        for name in names:
+            release.generate(root, name, root / "notebooks")
+            print(f"released notebooks/{name}")
+        return 0
+
+    if args.command == "grade":
+        results = grading.grade_class(root, args.name, args.submissions.resolve(),
+                                      args.class_dir.resolve(), timeout=args.timeout)
+        csv_path = grading.write_csv(results, args.class_dir.resolve() / f"grades_{args.name}.csv")
+        graded = sum(r.reason == "" for r in results)
+        print(f"graded {graded} of {len(results)} submissions; grades in {csv_path}")
+        for r in results:
+            if r.reason:
+                print(f"  {r.student}: {r.score:g}/{r.max_score:g} — {r.reason}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

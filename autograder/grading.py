@@ -1,0 +1,167 @@
+"""Autograde a whole class with nbgrader, one submission at a time, each in its own process.
+
+The class folder is an ordinary nbgrader course (gradebook.db, source/, submitted/,
+autograded/), so every nbgrader command still works on it. What this module adds:
+- solutions/NAME is copied to source/ and registered (generate_assignment) before grading,
+  so the gradebook always holds the checksums of the current test cells;
+- each submission is graded by its own `nbgrader autograde --student` process under a time
+  limit, so a hanging or crashing submission costs only its own grade;
+- a submission that is not a readable notebook scores 0 with the reason, and the run goes on;
+- scores are read back from the gradebook and written to one CSV, with reasons.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+from tqdm.auto import tqdm
+
+from .release import nbgrader
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Result:
+    student: str
+    score: float
+    max_score: float
+    reason: str = ""  # empty when nbgrader graded the submission normally
+    cells: dict[str, float] = field(default_factory=dict)  # graded cell id -> points earned
+
+
+def find_submissions(folder: Path, name: str) -> dict[str, list[Path]]:
+    """Map student id -> submitted notebooks, from either accepted layout."""
+    if not folder.is_dir():
+        raise SystemExit(f"error: submissions folder {folder} does not exist")
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.suffix == ".ipynb":
+            found[entry.stem] = [entry]
+        elif entry.is_dir() and not entry.name.startswith("."):
+            inner = entry / name if (entry / name).is_dir() else entry
+            found[entry.name] = sorted(inner.glob("*.ipynb"))
+    return found
+
+
+def _unreadable(path: Path) -> str:
+    """Why a file is not a notebook nbgrader can grade, or '' if it is one."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # any parse or schema error means the same to the instructor
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{path.name} is not a valid notebook ({first_line[:160]})"
+    return ""
+
+
+def _register(root: Path, name: str, class_dir: Path) -> float:
+    """Copy the current solution notebooks in and register them; return the assignment's points."""
+    source = class_dir / "source" / name
+    if source.exists():
+        shutil.rmtree(source)
+    shutil.copytree(root / "solutions" / name, source,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    done = nbgrader("generate_assignment", name, "--force", root=class_dir)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not register {name}:\n{done.stdout}{done.stderr}")
+    with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
+        return float(gb.find_assignment(name).max_score)
+
+
+def _autograde(name: str, student: str, class_dir: Path, timeout: float) -> str:
+    """Run nbgrader autograde for one student; return '' or the reason it failed."""
+    command_root = class_dir
+    try:
+        done = nbgrader("autograde", name, "--student", student, "--force",
+                        root=command_root, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(exc)
+        return f"grading stopped after {timeout:g} s (an endless loop?)"
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"nbgrader autograde failed: {tail[0][:200]}"
+    return ""
+
+
+def _kill_group(exc: subprocess.TimeoutExpired) -> None:
+    # subprocess.run kills only the direct child; the kernel it started lives in the same
+    # session (start_new_session=True), so stop the whole group.
+    pid = getattr(exc, "pid", None)
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[str, float]]:
+    with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
+        try:
+            submission = gb.find_submission(name, student)
+        except MissingEntry:
+            return 0.0, {}
+        cells = {grade.name: float(grade.score)
+                 for notebook in submission.notebooks for grade in notebook.grades}
+        return float(submission.score), cells
+
+
+def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
+                timeout: float = 600.0) -> list[Result]:
+    if not (root / "solutions" / name).is_dir():
+        raise SystemExit(f"error: no assignment {name!r} in {root / 'solutions'}")
+    class_dir.mkdir(parents=True, exist_ok=True)
+    max_score = _register(root, name, class_dir)
+    expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
+    results = []
+    for student, notebooks in tqdm(find_submissions(submissions, name).items(),
+                                   desc=f"grading {name}", unit="submission"):
+        results.append(_grade_one(name, student, notebooks, expected, class_dir, max_score, timeout))
+    return results
+
+
+def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout) -> Result:
+    def zero(reason: str) -> Result:
+        return Result(student, 0.0, max_score, reason)
+
+    if not STUDENT_ID.match(student):
+        return zero("student id may only hold letters, digits, '_', '.' and '-'")
+    if not notebooks:
+        return zero("no notebook submitted")
+    target = class_dir / "submitted" / student / name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    # One expected notebook and one submitted under another name: accept it as that notebook.
+    renamed = len(expected) == 1 and len(notebooks) == 1 and notebooks[0].name != expected[0]
+    for notebook in notebooks:
+        problem = _unreadable(notebook)
+        if problem:
+            shutil.rmtree(target)
+            return zero(problem)
+        shutil.copyfile(notebook, target / (expected[0] if renamed else notebook.name))
+    reason = _autograde(name, student, class_dir, timeout)
+    if reason:
+        return zero(reason)
+    score, cells = _read_scores(class_dir, name, student)
+    return Result(student, score, max_score, "", cells)
+
+
+def write_csv(results: list[Result], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cell_ids = sorted({cell for r in results for cell in r.cells})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", "score", "max_score", *cell_ids, "reason"])
+        for r in results:
+            writer.writerow([r.student, f"{r.score:g}", f"{r.max_score:g}",
+                             *(f"{r.cells.get(c, 0):g}" for c in cell_ids), r.reason])
+    return path

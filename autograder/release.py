@@ -1,0 +1,124 @@
+"""Generate the learner's notebooks (notebooks/) from the solution notebooks (solutions/).
+
+nbgrader's generate_assignment does the work, in a scratch course folder so that the
+repository never holds a gradebook. `check` regenerates and compares, and scans for
+solution or hidden-test lines that must never reach a learner.
+"""
+from __future__ import annotations
+
+import filecmp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+CONFIG = Path(__file__).with_name("nbgrader_config.py")
+REGIONS = {
+    "solution": ("### BEGIN SOLUTION", "### END SOLUTION"),
+    "hidden test": ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
+}
+
+
+def assignment_names(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "solutions").iterdir()
+                  if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | None = None,
+             source: str = "source", release: str = "release") -> subprocess.CompletedProcess:
+    """Run one nbgrader command on the course folder `root`, with the course's settings."""
+    command = [
+        sys.executable, "-m", "nbgrader", *args,
+        f"--NbGrader.config_file={CONFIG}",
+        f"--CourseDirectory.root={root}",
+        f"--CourseDirectory.source_directory={source}",
+        f"--CourseDirectory.release_directory={release}",
+        f"--CourseDirectory.db_url=sqlite:///{root / 'gradebook.db'}",
+    ]
+    # nbgrader shells out to `alembic` and jupyter kernels by name: find them beside Python.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0"}
+    return subprocess.run(command, cwd=cwd or root, capture_output=True, text=True,
+                          timeout=timeout, env=env, start_new_session=True)
+
+
+def generate(root: Path, name: str, destination: Path) -> Path:
+    """Write the release version of solutions/NAME to destination/NAME and return that path."""
+    with tempfile.TemporaryDirectory(prefix="course-release-") as scratch:
+        scratch = Path(scratch)
+        shutil.copytree(root / "solutions" / name, scratch / "source" / name,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        done = nbgrader("generate_assignment", name, "--force", root=scratch)
+        if done.returncode != 0:
+            raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{done.stdout}{done.stderr}")
+        target = destination / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(scratch / "release" / name, target)
+    return target
+
+
+def regions(source: str) -> dict[str, list[str]]:
+    """The lines inside solution and hidden-test regions of one cell's source."""
+    found: dict[str, list[str]] = {kind: [] for kind in REGIONS}
+    for kind, (begin, end) in REGIONS.items():
+        for block in re.findall(re.escape(begin) + r"(.*?)" + re.escape(end), source, re.S):
+            found[kind] += [line.strip() for line in block.splitlines() if line.strip()]
+    return found
+
+
+def secret_lines(root: Path, name: str) -> dict[str, set[str]]:
+    """Lines of solutions/NAME that a learner must never see, by kind.
+
+    Comment-only and very short lines are left out: `return x` may well appear in a stub.
+    """
+    secrets: dict[str, set[str]] = {kind: set() for kind in REGIONS}
+    for path in sorted((root / "solutions" / name).glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for kind, lines in regions(cell.source).items():
+                secrets[kind] |= {line for line in lines if len(line) >= 12 and not line.startswith("#")}
+    return secrets
+
+
+def leaks(text: str, secrets: dict[str, set[str]]) -> list[str]:
+    """Each secret line that appears in `text` (a released notebook or a built HTML page)."""
+    return [f"{kind} line {line!r}" for kind, lines in secrets.items()
+            for line in sorted(lines) if line in text]
+
+
+def check(root: Path, names: list[str]) -> list[str]:
+    """Problems with notebooks/: drift from a fresh generation, or leaked lines."""
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="course-check-") as scratch:
+        for name in names:
+            fresh = generate(root, name, Path(scratch))
+            committed = root / "notebooks" / name
+            if not committed.is_dir():
+                problems.append(f"notebooks/{name} is missing: run `course release {name}`")
+                continue
+            comparison = filecmp.dircmp(fresh, committed, ignore=[".ipynb_checkpoints", "__pycache__"])
+            differing = _differences(comparison)
+            if differing:
+                problems.append(f"notebooks/{name} differs from a fresh generation ({', '.join(differing)}): "
+                                f"edit solutions/{name} and run `course release {name}`")
+            secrets = secret_lines(root, name)
+            for path in sorted(committed.rglob("*.ipynb")):
+                for leak in leaks(path.read_text(), secrets):
+                    problems.append(f"{path.relative_to(root)} reveals a {leak}")
+    return problems
+
+
+def _differences(comparison: filecmp.dircmp, prefix: str = "") -> list[str]:
+    out = [f"{prefix}{n} only in fresh" for n in comparison.left_only]
+    out += [f"{prefix}{n} only in notebooks/" for n in comparison.right_only]
+    # dircmp compares stat signatures first; compare contents to be sure.
+    out += [f"{prefix}{n}" for n in comparison.common_files
+            if not filecmp.cmp(Path(comparison.left) / n, Path(comparison.right) / n, shallow=False)]
+    for sub, nested in comparison.subdirs.items():
+        out += _differences(nested, f"{prefix}{sub}/")
+    return out
