@@ -54,6 +54,18 @@ def _run(fn: Function, Q, K, V, mask=None):
     return output, weights
 
 
+def _non_finite_hint(Q, K, mask) -> str:
+    largest = float(np.abs(Q @ np.swapaxes(K, -1, -2)).max() / np.sqrt(Q.shape[-1]))
+    if largest > 700:
+        return (f"The scores here reach {largest:.0f}; exp() of anything above ~709 overflows "
+                "float64. Subtract each row's maximum score before exponentiating: "
+                "softmax(x) = softmax(x - max(x)).")
+    if mask is not None:
+        return ("A row whose keys are all blocked gives 0/0; every row here allows at least one "
+                "key, so check the mask's polarity: True means 'may attend'.")
+    return "Check for a division by zero."
+
+
 def _diagnose(Q, K, V, mask, output, weights) -> None:
     """Compare with the reference; on a mismatch, fail with the likeliest cause."""
     __tracebackhide__ = True
@@ -61,12 +73,18 @@ def _diagnose(Q, K, V, mask, output, weights) -> None:
     for what, array in (("weights", weights), ("output", output)):
         bad = find_bad_values(array)
         if bad:
-            largest = float(np.abs(Q @ np.swapaxes(K, -1, -2)).max() / np.sqrt(Q.shape[-1]))
-            hint = (" The scores here reach {:.0f}; exp() of anything above ~709 overflows "
-                    "float64. Subtract each row's maximum score before exponentiating: "
-                    "softmax(x) = softmax(x - max(x)).".format(largest)) if largest > 700 else (
-                    " Check for a division by zero or a log/exp of a masked value.")
-            fail(f"The {what} contain {bad} values.{hint}")
+            fail(f"The {what} contain {bad} values. {_non_finite_hint(Q, K, mask)}")
+
+    if mask is not None:
+        allowed = np.broadcast_to(mask, weights.shape)
+        leaked = np.abs(weights[~allowed]).max(initial=0.0)
+        if leaked > ATOL:
+            if np.abs(weights[allowed]).max(initial=0.0) <= ATOL:
+                fail("All weight goes to the positions where the mask is False. In this course "
+                     "(as in PyTorch) True means 'may attend': keep scores where mask is True "
+                     "and block those where it is False.")
+            fail(f"Weight {leaked:.3g} reaches a key the mask blocks (mask False). Blocked "
+                 "scores must become -inf before the softmax so their weight is exactly 0.")
 
     row_sums = weights.sum(axis=-1)
     if not np.allclose(row_sums, 1.0, atol=ATOL):
@@ -81,17 +99,6 @@ def _diagnose(Q, K, V, mask, output, weights) -> None:
         fail("The attention weights do not sum to 1 along the key axis (last axis): "
              f"row sums range from {row_sums.min():.4g} to {row_sums.max():.4g}. "
              "Normalise the exponentiated scores by their sum over the keys.")
-
-    if mask is not None:
-        allowed = np.broadcast_to(mask, weights.shape)
-        leaked = np.abs(weights[~allowed]).max(initial=0.0)
-        if leaked > ATOL:
-            if np.abs(weights[allowed]).max(initial=0.0) <= ATOL:
-                fail("All weight goes to the positions where the mask is False. In this course "
-                     "(as in PyTorch) True means 'may attend': keep scores where mask is True "
-                     "and block those where it is False.")
-            fail(f"Weight {leaked:.3g} reaches a key the mask blocks (mask False). Blocked "
-                 "scores must become -inf before the softmax so their weight is exactly 0.")
 
     if not np.allclose(weights, expected_w, rtol=RTOL, atol=ATOL):
         d_k = Q.shape[-1]
