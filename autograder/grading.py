@@ -136,18 +136,20 @@ def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout
         return zero("student id may only hold letters, digits, '_', '.' and '-'")
     if not notebooks:
         return zero("no notebook submitted")
+    for notebook in notebooks:
+        problem = _unreadable(notebook)
+        if problem:
+            return zero(problem)
+    # Read before clearing the target: the submissions may be this very folder (a regrade).
+    # One expected notebook and one submitted under another name: accept it as that notebook.
+    renamed = len(expected) == 1 and len(notebooks) == 1 and notebooks[0].name != expected[0]
+    contents = {(expected[0] if renamed else nb.name): nb.read_bytes() for nb in notebooks}
     target = class_dir / "submitted" / student / name
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    # One expected notebook and one submitted under another name: accept it as that notebook.
-    renamed = len(expected) == 1 and len(notebooks) == 1 and notebooks[0].name != expected[0]
-    for notebook in notebooks:
-        problem = _unreadable(notebook)
-        if problem:
-            shutil.rmtree(target)
-            return zero(problem)
-        shutil.copyfile(notebook, target / (expected[0] if renamed else notebook.name))
+    for filename, data in contents.items():
+        (target / filename).write_bytes(data)
     reason = _autograde(name, student, class_dir, timeout)
     if reason:
         return zero(reason)

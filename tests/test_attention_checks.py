@@ -78,3 +78,14 @@ def test_reference_tolerance_is_tight_enough_to_catch_a_missing_scale():
     _, scaled = _reference(Q, K, V)
     _, unscaled = _reference(Q * np.sqrt(8), K, V)
     assert np.abs(scaled - unscaled).max() > 100 * checks.ATOL
+
+
+def test_failure_display_hides_our_frames_and_keeps_the_learners():
+    def learner(Q, K, V, mask=None):
+        return Q @ K.T  # the learner's bug: transposes the batch axes too
+
+    with pytest.raises(CheckFailure) as caught:
+        checks.check_unmasked(learner)
+    shown = "\n".join(caught.value._render_traceback_())
+    assert "return Q @ K.T" in shown and "ValueError" in shown
+    assert "_core.py" not in shown and "attention.py" not in shown

@@ -7,13 +7,34 @@ so a failing test cell never shows a traceback from inside this package.
 """
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
 class CheckFailure(AssertionError):
     """A graded check did not pass; the message is written for the learner."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the learner's frames and the message.
+
+        Frames inside this package would only distract, so they are left out; if the
+        learner's code raised, its own traceback (their lines only) comes first.
+        """
+        lines: list[str] = []
+        cause = self.__cause__
+        if cause is not None and cause.__traceback__ is not None:
+            frames = [f for f in traceback.extract_tb(cause.__traceback__)
+                      if not f.filename.startswith(PACKAGE_DIR)]
+            lines += ["Your code raised an error:\n", *traceback.format_list(frames),
+                      *traceback.format_exception_only(type(cause), cause), "\n"]
+        lines.append(f"{type(self).__name__}: {self}")
+        return "".join(lines).splitlines()
 
 
 def fail(message: str) -> None:

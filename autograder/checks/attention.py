@@ -105,15 +105,17 @@ def _diagnose(Q, K, V, mask, output, weights) -> None:
         # Feeding the reference Q * c computes softmax(QK^T * c / sqrt(d_k)); pick c so the
         # reference reproduces each common wrong scaling s of the raw scores QK^T.
         wrong_scalings = (
-            (1.0, "the scores are not scaled: divide QK^T by sqrt(d_k)"),
-            (1.0 / d_k, "the scores are divided by d_k: divide by sqrt(d_k) instead"),
-            (np.sqrt(d_k), "the scores are multiplied by sqrt(d_k): divide by it instead"),
+            (1.0, "softmax(QK^T): the scores are not scaled. Divide QK^T by sqrt(d_k) "
+                  "before the softmax"),
+            (1.0 / d_k, "softmax(QK^T / d_k): divide by sqrt(d_k), not d_k"),
+            (np.sqrt(d_k), "softmax(QK^T * sqrt(d_k)): divide by sqrt(d_k) instead of "
+                           "multiplying"),
         )
         if d_k > 1:  # with d_k = 1 every one of these scalings is the correct one
-            for s, advice in wrong_scalings:
+            for s, what in wrong_scalings:
                 _, wrong_w = reference(Q * s * np.sqrt(d_k), K, V, mask)
                 if np.allclose(weights, wrong_w, rtol=RTOL, atol=ATOL):
-                    fail(f"The weights match softmax(QK^T * {s:.3g}) with d_k = {d_k}: {advice}.")
+                    fail(f"With d_k = {d_k} your weights match {what}.")
         fail("The attention weights differ from softmax(QK^T / sqrt(d_k)): "
              + worst_mismatch(weights, expected_w) + ". Check the order of Q and K^T and "
              "that you transpose only the last two axes (np.swapaxes(K, -1, -2)).")

@@ -26,7 +26,7 @@ MISTAKES = [
     w = np.exp(scores)
     w = w / w.sum(axis=-1, keepdims=True)
     return w @ V, w
-"""), says="divided by d_k"),
+"""), says="not d_k"),
     Mistake("softmax_wrong_axis", CELL, _sdpa("""
     scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
     if mask is not None:
