@@ -9,6 +9,7 @@ Run it from the course repository (or pass --root).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the class's nbgrader folder: gradebook, submitted/, autograded/ (default: ./class)")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds allowed to grade one submission before it scores 0 (default 600)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="submissions graded at once (default: one per CPU core)")
 
     args = parser.parse_args(argv)
     root = (args.root or find_root(Path.cwd())).resolve()
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "grade":
         results = grading.grade_class(root, args.name, args.submissions.resolve(),
-                                      args.class_dir.resolve(), timeout=args.timeout)
+                                      args.class_dir.resolve(), timeout=args.timeout,
+                                      jobs=args.jobs)
         csv_path = grading.write_csv(results, args.class_dir.resolve() / f"grades_{args.name}.csv")
         graded = sum(r.reason == "" for r in results)
         print(f"graded {graded} of {len(results)} submissions; grades in {csv_path}")

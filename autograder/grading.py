@@ -12,11 +12,10 @@ autograded/), so every nbgrader command still works on it. What this module adds
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shutil
-import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,30 +76,19 @@ def _register(root: Path, name: str, class_dir: Path) -> float:
         return float(gb.find_assignment(name).max_score)
 
 
-def _autograde(name: str, student: str, class_dir: Path, timeout: float) -> str:
+def _autograde(name: str, student: str, class_dir: Path, timeout: float, retry: bool = True) -> str:
     """Run nbgrader autograde for one student; return '' or the reason it failed."""
-    command_root = class_dir
     try:
         done = nbgrader("autograde", name, "--student", student, "--force",
-                        root=command_root, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        _kill_group(exc)
+                        root=class_dir, timeout=timeout)
+    except subprocess.TimeoutExpired:
         return f"grading stopped after {timeout:g} s (an endless loop?)"
+    if done.returncode != 0 and "database is locked" in done.stdout + done.stderr and retry:
+        return _autograde(name, student, class_dir, timeout, retry=False)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return f"nbgrader autograde failed: {tail[0][:200]}"
     return ""
-
-
-def _kill_group(exc: subprocess.TimeoutExpired) -> None:
-    # subprocess.run kills only the direct child; the kernel it started lives in the same
-    # session (start_new_session=True), so stop the whole group.
-    pid = getattr(exc, "pid", None)
-    if pid:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[str, float]]:
@@ -115,17 +103,29 @@ def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[
 
 
 def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
-                timeout: float = 600.0) -> list[Result]:
+                timeout: float = 600.0, jobs: int = 2) -> list[Result]:
+    """Grade every submission of `name` found in `submissions`; return one Result each.
+
+    `jobs` submissions are graded at once, each by its own nbgrader process: grading is
+    dominated by kernel start-up and the learner's code, not by the gradebook, whose short
+    SQLite transactions tolerate a few concurrent writers.
+    """
     if not (root / "solutions" / name).is_dir():
         raise SystemExit(f"error: no assignment {name!r} in {root / 'solutions'}")
     class_dir.mkdir(parents=True, exist_ok=True)
     max_score = _register(root, name, class_dir)
     expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
-    results = []
-    for student, notebooks in tqdm(find_submissions(submissions, name).items(),
-                                   desc=f"grading {name}", unit="submission"):
-        results.append(_grade_one(name, student, notebooks, expected, class_dir, max_score, timeout))
-    return results
+    found = find_submissions(submissions, name)
+    results: dict[str, Result] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+            tqdm(total=len(found), desc=f"grading {name}", unit="submission") as progress:
+        futures = {pool.submit(_grade_one, name, student, notebooks, expected, class_dir,
+                               max_score, timeout): student
+                   for student, notebooks in found.items()}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            progress.update()
+    return [results[student] for student in found]
 
 
 def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout) -> Result:

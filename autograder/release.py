@@ -6,6 +6,7 @@ solution or hidden-test lines that must never reach a learner.
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import re
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import psutil
 
 CONFIG = Path(__file__).with_name("nbgrader_config.py")
 REGIONS = {
@@ -43,8 +45,19 @@ def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | N
     # nbgrader shells out to `alembic` and jupyter kernels by name: find them beside Python.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0"}
-    return subprocess.run(command, cwd=cwd or root, capture_output=True, text=True,
-                          timeout=timeout, env=env, start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd or root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Kill the kernel too: jupyter starts it in a session of its own, out of our reach
+        # through process groups, and an endless loop would keep a core busy for ever.
+        for child in psutil.Process(process.pid).children(recursive=True) + [psutil.Process(process.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def generate(root: Path, name: str, destination: Path) -> Path:

@@ -1,12 +1,14 @@
 """Known-wrong implementations of each graded function: the mistakes learners really make.
 
-Every graded check must be proven by a wrong implementation it rejects. Each exercise's
-module lists its mistakes; the tests run them against the checks in-process (fast, and the
-failure message must name the diagnosis) and through real nbgrader (each must lose points).
+Every graded check must be proven by a wrong implementation it rejects. Each module here
+sets EXERCISE (the exercise's name, e.g. "02_attention") and MISTAKES (a list of Mistake).
+The tests run every mistake against the checks in-process, where the failure message must
+contain the diagnosis, and through real nbgrader, where it must lose points.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 
 
@@ -18,8 +20,13 @@ class Mistake:
     says: str    # a phrase the failure message must contain: the diagnosis the learner reads
 
 
-MODULES = {"02_attention": "attention"}
+def _registry() -> dict[str, list[Mistake]]:
+    found: dict[str, list[Mistake]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.setdefault(module.EXERCISE, []).extend(module.MISTAKES)
+    return found
 
 
 def for_exercise(name: str) -> list[Mistake]:
-    return importlib.import_module(f"{__name__}.{MODULES[name]}").MISTAKES
+    return _registry().get(name, [])

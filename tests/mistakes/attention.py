@@ -1,6 +1,7 @@
 """Wrong versions of scaled_dot_product_attention (exercise 02_attention)."""
 from . import Mistake
 
+EXERCISE = "02_attention"
 CELL = "scaled_dot_product_attention"
 
 

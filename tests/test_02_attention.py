@@ -1,5 +1,5 @@
-"""The checks behind exercise 02_attention: the solution passes, the stub and every known
-mistake fail with the right diagnosis, and bad input fails in words, not tracebacks."""
+"""The checks behind exercise 02_attention, beyond what tests/test_exercises.py runs for every
+exercise: each check accepts the reference, bad input fails in words, not tracebacks."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,32 +7,9 @@ import pytest
 
 from autograder.checks import CheckFailure
 from autograder.checks import attention as checks
-from exercise_tools import read, release_path, run_in_process, solution_path, with_cells
-from mistakes import for_exercise
 
-NAME = "02_attention"
 ALL_CHECKS = [checks.check_unmasked, checks.check_scaling, checks.check_causal_mask,
               checks.check_single_key_rows, checks.check_padding_mask, checks.check_large_logits]
-
-
-def test_solution_passes_every_graded_cell():
-    outcome = run_in_process(read(solution_path(NAME)))
-    assert outcome.passed and all(outcome.passed.values()), outcome.messages
-
-
-def test_release_stub_fails_every_graded_cell():
-    outcome = run_in_process(read(release_path(NAME)))
-    assert outcome.passed and not any(outcome.passed.values())
-    assert all("NotImplementedError" in m for m in outcome.messages.values()), outcome.messages
-
-
-@pytest.mark.parametrize("mistake", for_exercise(NAME), ids=lambda m: m.name)
-def test_each_mistake_fails_with_its_diagnosis(mistake):
-    nb = with_cells(read(solution_path(NAME)), {mistake.cell: mistake.source})
-    outcome = run_in_process(nb)
-    failed = [cell for cell, ok in outcome.passed.items() if not ok]
-    assert failed, f"{mistake.name} passed every graded cell"
-    assert any(mistake.says in outcome.messages[c] for c in failed), outcome.messages
 
 
 def _reference(Q, K, V, mask=None):
@@ -88,4 +65,4 @@ def test_failure_display_hides_our_frames_and_keeps_the_learners():
         checks.check_unmasked(learner)
     shown = "\n".join(caught.value._render_traceback_())
     assert "return Q @ K.T" in shown and "ValueError" in shown
-    assert "_core.py" not in shown and "attention.py" not in shown
+    assert "_core.py" not in shown and "autograder" not in shown

@@ -1,0 +1,38 @@
+"""Every exercise, in-process (fast): the solution passes every graded cell, the release
+stub fails every one, and each known mistake fails at least one with its diagnosis."""
+from __future__ import annotations
+
+import pytest
+
+from autograder.release import assignment_names
+from exercise_tools import ROOT, read, release_path, run_in_process, solution_path, with_cells
+from mistakes import Mistake, for_exercise
+
+NAMES = assignment_names(ROOT)
+MISTAKES = [(name, m) for name in NAMES for m in for_exercise(name)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_passes_every_graded_cell(name):
+    outcome = run_in_process(read(solution_path(name)))
+    assert outcome.passed and all(outcome.passed.values()), outcome.messages
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_release_stub_fails_every_graded_cell(name):
+    outcome = run_in_process(read(release_path(name)))
+    assert outcome.passed and not any(outcome.passed.values()), outcome.passed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exercise_has_at_least_three_known_mistakes(name):
+    assert len(for_exercise(name)) >= 3
+
+
+@pytest.mark.parametrize("name, mistake", MISTAKES, ids=[f"{n}-{m.name}" for n, m in MISTAKES])
+def test_each_mistake_fails_with_its_diagnosis(name, mistake: Mistake):
+    nb = with_cells(read(solution_path(name)), {mistake.cell: mistake.source})
+    outcome = run_in_process(nb)
+    failed = [cell for cell, ok in outcome.passed.items() if not ok]
+    assert failed, f"{mistake.name} passed every graded cell"
+    assert any(mistake.says in outcome.messages[c] for c in failed), outcome.messages
