@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: book serve test test-fast install notebooks library check-sources constraints clean
+.PHONY: book serve test test-fast install notebooks library constraints clean bench
 
 install: $(STAMP)
 
@@ -44,3 +44,6 @@ constraints: $(STAMP)
 
 clean:
 	rm -rf _build class
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/grading.py
