@@ -36,3 +36,17 @@ def test_each_mistake_fails_with_its_diagnosis(name, mistake: Mistake):
     failed = [cell for cell, ok in outcome.passed.items() if not ok]
     assert failed, f"{mistake.name} passed every graded cell"
     assert any(mistake.says in outcome.messages[c] for c in failed), outcome.messages
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_course_package_is_explained_in_one_line(name, monkeypatch):
+    # A learner who opens a notebook in a kernel without the course package must be told
+    # how to install it, not shown a bare ModuleNotFoundError.
+    setup = [c for c in read(release_path(name)).cells
+             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("locked")
+             and not c.metadata["nbgrader"].get("grade")][0]
+    for module in ("autograder", "autograder.checks", "llmref"):
+        monkeypatch.setitem(__import__("sys").modules, module, None)
+    with pytest.raises(ImportError) as caught:
+        exec(setup.source, {})
+    assert "pip install" in str(caught.value)

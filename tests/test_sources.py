@@ -62,3 +62,19 @@ def test_graded_cells_have_ids_and_points(name):
     for cell in graded:
         assert cell.metadata["nbgrader"].get("points", 0) > 0
         assert "### BEGIN HIDDEN TESTS" in cell.source, "every graded cell adds hidden cases"
+
+
+@pytest.mark.slow
+def test_the_course_package_installs_from_the_repository(tmp_path):
+    # Learners install the checks with pip; a wheel must carry every module they import.
+    import subprocess
+    import sys
+    import zipfile
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("llm_course-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {p.relative_to(ROOT).as_posix() for package in ("llmref", "autograder")
+                for p in (ROOT / package).rglob("*.py")}
+    assert expected <= names, sorted(expected - names)
