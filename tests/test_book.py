@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import http.server
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +26,6 @@ import yaml
 from autograder.release import assignment_names, leaks, secret_lines
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -46,16 +48,50 @@ def jupyter_book() -> list[str]:
 
 
 def build(book: Path, timeout: float = 1800) -> Path:
-    """Build the book at `book` as CI does (-W: a warning fails); fail with the log if it does."""
+    """Build the book at `book` as CI does (-W: a warning fails); fail with the log if it does.
+
+    Under xdist each worker has its own session: the first to ask builds, under a lock, and
+    the others reuse its result (two builds in one _build/ would race).
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    stamp = book / "_build" / ".test-build.json"
+    with exclusive(book / "_build" / ".test-build.lock"):
+        done = json.loads(stamp.read_text()) if run and stamp.exists() else {}
+        if not run or done.get("run") != run:
+            done = {"run": run, "error": _build(book, timeout)}
+            stamp.write_text(json.dumps(done))
+    if done["error"]:
+        pytest.fail(done["error"], pytrace=False)
+    return book / "_build" / "html"
+
+
+def _build(book: Path, timeout: float) -> str | None:
+    # Sphinx never deletes stale pages; the doctrees and jupyter-cache kept beside keep it fast.
+    shutil.rmtree(book / "_build" / "html", ignore_errors=True)
     done = subprocess.run([*jupyter_book(), "build", str(book), "-W", "-n", "--keep-going"],
                           capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        log = (done.stdout + done.stderr).splitlines()
-        problems = [line for line in log if "WARNING" in line or "ERROR" in line or "Error" in line]
-        pytest.fail(f"jupyter-book build {book} exited {done.returncode}\n"
-                    + "\n".join(problems) + "\n--- last lines of the log ---\n" + "\n".join(log[-60:]),
-                    pytrace=False)
-    return book / "_build" / "html"
+    if done.returncode == 0:
+        return None
+    log = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr).splitlines()
+    problems = [line for line in log if "WARNING" in line or "ERROR" in line or "Error" in line]
+    return (f"jupyter-book build {book} exited {done.returncode}\n" + "\n".join(problems)
+            + "\n--- last lines of the log ---\n" + "\n".join(log[-60:]))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: builds are not serialised there
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +101,8 @@ def site() -> Path:
 
 
 def pages(site: Path) -> list[Path]:
-    found = sorted(site.rglob("*.html"))
+    # _static/ holds theme template fragments, not pages.
+    found = sorted(p for p in site.rglob("*.html") if p.relative_to(site).parts[0] != "_static")
     assert found, f"no HTML pages under {site}"
     return found
 
@@ -113,7 +150,7 @@ def test_no_page_loads_anything_from_another_host(site):
     assert not css, f"stylesheets that fetch from the network: {css}"
 
 
-def test_mathjax_is_vendored_and_configured():
+def test_configured_scripts_are_vendored():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
     static = ROOT / "book" / "_static"
     assert (static / config["mathjax_path"]).is_file(), config["mathjax_path"]
@@ -123,8 +160,6 @@ def test_mathjax_is_vendored_and_configured():
 
 def test_vendored_files_are_the_pinned_ones():
     """Hand edits show up here; book/_static/vendor/update.sh --check compares with npm."""
-    import hashlib
-
     vendor = ROOT / "book" / "_static" / "vendor"
     listed = {}
     for line in (vendor / "SHA256SUMS").read_text().splitlines():
@@ -177,13 +212,13 @@ def test_leaks_finds_a_solution_line_in_highlighted_html():
 
 @pytest.mark.slow
 def test_no_solution_or_hidden_test_line_in_the_built_site(site):
-    found = []
+    found, by_name = [], secrets()
     for path in sorted(site.rglob("*")):
         if path.suffix not in TEXT_SUFFIXES or "vendor" in path.relative_to(site).parts:
             continue
         raw = path.read_text(errors="replace")
         text = visible_text(raw) if path.suffix == ".html" else raw
-        for name, kinds in secrets().items():
+        for name, kinds in by_name.items():
             found += [f"{path.relative_to(site)}: {name} {leak}" for leak in set(leaks(raw, kinds) + leaks(text, kinds))]
     assert not found, "the built book reveals:\n" + "\n".join(found)
 
@@ -313,7 +348,7 @@ $$\\operatorname{softmax}(x)_i = \\frac{e^{x_i}}{\\sum_j e^{x_j}}$$
 
 ```{code-cell} ipython3
 import ipywidgets
-ipywidgets.IntSlider(value=7, min=0, max=10, description="k")
+ipywidgets.IntSlider(value=7, min=0, max=10, description=r"\\(d_k\\)")
 ```
 """
 
@@ -340,8 +375,8 @@ def test_widget_renders_live_offline(widget_site, browser):
     path = "part/widget.html"
     page_html = (widget_site / path).read_text()
     assert "application/vnd.jupyter.widget-state+json" in page_html, "no widget state was saved"
-    assert "vendor/requirejs/require.js" in page_html
     assert not external_resources(page_html), external_resources(page_html)
+    assert "vendor/requirejs/require.js" in page_html
     with serve(widget_site) as base:
         visit = Visit(browser, base, path)
         try:
@@ -352,13 +387,15 @@ def test_widget_renders_live_offline(widget_site, browser):
             visit.page.keyboard.press("ArrowRight")
             visit.page.wait_for_function(
                 "() => document.querySelector('.widget-readout').innerText === '8'", timeout=5_000)
-            typeset = visit.page.locator("mjx-container").count()
-            text = visit.page.inner_text("body")
             visit.page.wait_for_load_state("networkidle")
+            typeset = visit.page.locator("mjx-container").count()
+            label_typeset = visit.page.locator(".widget-label mjx-container").count()
+            text = visit.page.inner_text("body")
             problems = visit.problems()
         finally:
             visit.close()
     assert before == "7"
     assert "Error displaying widget" not in text
     assert typeset, "MathJax and require.js on one page: nothing typeset"
+    assert label_typeset, "the widget's d_k label was not typeset (widgets-offline.js bridge)"
     assert not problems, problems
