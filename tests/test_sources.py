@@ -19,13 +19,15 @@ def test_library_is_extracted_from_the_solutions():
 
 
 def test_a_hand_edit_of_the_library_is_caught(tmp_path):
-    generated = library.generated_modules(ROOT)
-    path, text = next(iter(generated.items()))
     fake_root = tmp_path
     shutil.copytree(ROOT / "solutions", fake_root / "solutions")
-    target = fake_root / path.relative_to(ROOT)
-    target.parent.mkdir(parents=True)
-    target.write_text(text.replace("np.sqrt(d_k)", "d_k"))
+    for path, text in library.generated_modules(ROOT).items():
+        copy = fake_root / path.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(text)
+    assert library.stale(fake_root) == []
+    target = fake_root / "llmref" / "attention.py"
+    target.write_text(target.read_text().replace("np.sqrt(d_k)", "d_k"))
     assert library.stale(fake_root) == [target]
 
 
