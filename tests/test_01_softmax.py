@@ -1,0 +1,132 @@
+"""The checks behind exercise 01_softmax, beyond what tests/test_exercises.py runs for every
+exercise: each check accepts the reference, bad input fails in words, not tracebacks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autograder.checks import CheckFailure
+from autograder.checks import probability as checks
+from llmref.probability import cross_entropy, log_softmax, softmax
+
+SOFTMAX_CHECKS = [checks.check_softmax, checks.check_softmax_axis, checks.check_softmax_large_logits]
+LOG_SOFTMAX_CHECKS = [checks.check_log_softmax, checks.check_log_softmax_axis,
+                      checks.check_log_softmax_large_logits]
+CROSS_ENTROPY_CHECKS = [checks.check_cross_entropy, checks.check_cross_entropy_large_logits]
+PAIRS = ([(c, softmax) for c in SOFTMAX_CHECKS] + [(c, log_softmax) for c in LOG_SOFTMAX_CHECKS]
+         + [(c, cross_entropy) for c in CROSS_ENTROPY_CHECKS])
+
+
+@pytest.mark.parametrize("check, reference", PAIRS, ids=[c.__name__ for c, _ in PAIRS])
+def test_reference_passes_each_check(check, reference, capsys):
+    check(reference)
+    assert "\N{CHECK MARK}" in capsys.readouterr().out
+
+
+def test_checks_are_deterministic_and_leave_the_learners_inputs_alone():
+    seen = []
+
+    def spy(x, axis=-1):
+        seen.append(x.copy())
+        return softmax(x, axis)
+
+    checks.check_softmax(spy)
+    checks.check_softmax(spy)
+    np.testing.assert_array_equal(seen[0], seen[1])
+
+
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+
+
+BAD_SOFTMAX = {
+    "returns None": (lambda x, axis=-1: None, "returned None"),
+    "raises": (lambda x, axis=-1: {}["missing"], "raised KeyError"),
+    "not callable": (np.zeros(3), "to be a function"),
+    "still the stub": (lambda x, axis=-1: (_ for _ in ()).throw(NotImplementedError()),
+                       "NotImplementedError"),
+    "wrong shape": (lambda x, axis=-1: softmax(x, axis)[..., :1], "expected"),
+    "not numbers": (lambda x, axis=-1: "probabilities", "NumPy array of numbers"),
+    "object equal to everything": (lambda x, axis=-1: AlwaysEqual(), "NumPy array of numbers"),
+    "negative values": (lambda x, axis=-1: softmax(x, axis) - 0.5, "negative value"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SOFTMAX, ids=str)
+def test_bad_softmax_gives_a_clear_failure(case):
+    fn, phrase = BAD_SOFTMAX[case]
+    with pytest.raises(CheckFailure) as caught:
+        checks.check_softmax(fn)
+    assert phrase in str(caught.value)
+
+
+BAD_LOG_SOFTMAX = {
+    "returns None": (lambda x, axis=-1: None, "returned None"),
+    "raises": (lambda x, axis=-1: 1 / 0, "raised ZeroDivisionError"),
+    "wrong shape": (lambda x, axis=-1: log_softmax(x, axis).T, "expected"),
+    "x minus max only": (lambda x, axis=-1: x - x.max(axis, keepdims=True), "only the first part"),
+    "off by a constant": (lambda x, axis=-1: log_softmax(x, axis) + 0.1, "differs from"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LOG_SOFTMAX, ids=str)
+def test_bad_log_softmax_gives_a_clear_failure(case):
+    fn, phrase = BAD_LOG_SOFTMAX[case]
+    with pytest.raises(CheckFailure) as caught:
+        checks.check_log_softmax(fn)
+    assert phrase in str(caught.value)
+
+
+BAD_CROSS_ENTROPY = {
+    "returns None": (lambda logits, targets: None, "returned None"),
+    "raises": (lambda logits, targets: logits[targets.size + 100], "raised IndexError"),
+    "not callable": ("cross_entropy", "to be a function"),
+    "a whole matrix": (lambda logits, targets: log_softmax(logits), "should return one number"),
+    "a string": (lambda logits, targets: "a loss", "NumPy array of numbers"),
+    "object equal to everything": (lambda logits, targets: AlwaysEqual(), "NumPy array of numbers"),
+    "averages over classes too": (lambda logits, targets: cross_entropy(logits, targets) / logits.shape[-1],
+                                  "averages over the classes"),
+    "probabilities on the wrong axis": (
+        lambda logits, targets: -np.mean(np.take_along_axis(log_softmax(logits, axis=0),
+                                                            targets[:, None], axis=-1)),
+        "normalised over the examples"),
+    "slightly off": (lambda logits, targets: cross_entropy(logits, targets) + 1e-3, "expected"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CROSS_ENTROPY, ids=str)
+def test_bad_cross_entropy_gives_a_clear_failure(case):
+    fn, phrase = BAD_CROSS_ENTROPY[case]
+    with pytest.raises(CheckFailure) as caught:
+        checks.check_cross_entropy(fn)
+    assert phrase in str(caught.value)
+
+
+def test_cross_entropy_may_return_a_one_element_array_or_a_tensor(capsys):
+    import torch
+
+    checks.check_cross_entropy(lambda logits, targets: np.array([cross_entropy(logits, targets)]))
+    checks.check_cross_entropy(lambda logits, targets: torch.tensor(cross_entropy(logits, targets)))
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 2
+
+
+def test_tolerance_separates_right_from_wrong():
+    # The large-logit check's hardest value, about -2e4, must be told apart from the -27.6
+    # that log(softmax(x) + 1e-12) would give, and a correct float64 result must pass.
+    x = np.array([[1e4, -1e4, 0.5]])
+    exact = log_softmax(x)
+    assert np.allclose(exact, exact * (1 + 1e-12), rtol=checks.RTOL, atol=checks.ATOL)
+    assert not np.allclose(np.log(softmax(x) + 1e-12), exact, rtol=checks.RTOL, atol=checks.ATOL)
+
+
+def test_failure_display_hides_our_frames_and_keeps_the_learners():
+    def cross_entropy_of_learner(logits, targets):
+        logp = log_softmax(logits)
+        return -(logp * targets).sum(axis=-1).mean()  # the learner's bug: targets as one-hot
+
+    with pytest.raises(CheckFailure) as caught:
+        checks.check_cross_entropy(cross_entropy_of_learner)
+    shown = "\n".join(caught.value._render_traceback_())
+    assert "(logp * targets)" in shown and "ValueError" in shown and "class ids" in shown
+    assert "_core.py" not in shown and "autograder" not in shown
