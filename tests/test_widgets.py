@@ -11,7 +11,7 @@ from ipywidgets.embed import embed_data
 from ipywidgets.widgets.widget_link import Link
 
 from llmref import widgets
-from test_book import ROOT, Visit, browser, build, serve  # noqa: F401  (browser is a fixture)
+from test_book import ROOT, Visit, build, serve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEMPERATURES = [0.25, 0.5, 1.0, 2.0, 4.0]
