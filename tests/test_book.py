@@ -329,20 +329,27 @@ ipywidgets.IntSlider(value=7, min=0, max=10, description=r"\\(d_k\\)")
 """
 
 
-@pytest.fixture(scope="session")
-def widget_site(tmp_path_factory) -> Path:
-    """A throwaway book with the repository's configuration and one page with a slider."""
-    book = tmp_path_factory.mktemp("widget-book")
+def build_scratch_book(book: Path, pages: dict[str, str]) -> Path:
+    """Build a throwaway book at `book` with the repository's configuration and these pages
+    (path without suffix -> MyST text); return its HTML folder."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["sphinx"]["config"]["html_static_path"] = [
         str(ROOT / p) for p in config["sphinx"]["config"]["html_static_path"]]
     # sort_keys=False: the order of nb_ipywidgets_js is the order the scripts load in.
     (book / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (book / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: part/widget\n")
+    chapters = "".join(f"  - file: {name}\n" for name in pages)
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: index\nchapters:\n{chapters}")
     (book / "index.md").write_text("# Index\n")
-    (book / "part").mkdir()
-    (book / "part" / "widget.md").write_text(WIDGET_PAGE)
+    for name, text in pages.items():
+        (book / name).parent.mkdir(parents=True, exist_ok=True)
+        (book / f"{name}.md").write_text(text)
     return build(book, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def widget_site(tmp_path_factory) -> Path:
+    """A throwaway book with one nested page holding a slider."""
+    return build_scratch_book(tmp_path_factory.mktemp("widget-book"), {"part/widget": WIDGET_PAGE})
 
 
 @pytest.mark.slow

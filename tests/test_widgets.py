@@ -11,7 +11,7 @@ from ipywidgets.embed import embed_data
 from ipywidgets.widgets.widget_link import Link
 
 from llmref import widgets
-from test_book import ROOT, Visit, build, serve
+from test_book import Visit, build_scratch_book, serve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEMPERATURES = [0.25, 0.5, 1.0, 2.0, 4.0]
@@ -168,16 +168,7 @@ toggle_slider_gallery(["none", "causal"], [0.5, 1, 2], draw, option_description=
 @pytest.mark.slow
 @pytest.mark.browser
 def test_gallery_switches_images_in_the_static_page(tmp_path, browser):
-    import yaml
-
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["sphinx"]["config"]["html_static_path"] = [
-        str(ROOT / p) for p in config["sphinx"]["config"]["html_static_path"]]
-    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: gallery\n")
-    (tmp_path / "index.md").write_text("# Index\n")
-    (tmp_path / "gallery.md").write_text(GALLERY_PAGE)
-    site = build(tmp_path, timeout=600)
+    site = build_scratch_book(tmp_path, {"gallery": GALLERY_PAGE})
 
     shown = """() => Array.from(document.querySelectorAll('.widget-image'))
                      .filter(img => img.offsetParent !== null).map(img => img.src)"""
