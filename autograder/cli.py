@@ -3,6 +3,7 @@
     course library [--check]              regenerate llmref/ from the solution notebooks
     course release [NAME ...] [--check]   regenerate notebooks/ from solutions/ (nbgrader)
     course grade NAME SUBMISSIONS         autograde a class's submissions; writes grades.csv
+    course feedback NAME                  feedback pages for the graded class, hidden tests removed
 
 Run it from the course repository (or pass --root).
 """
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="submissions graded at once (default: one per CPU core)")
 
+    p = sub.add_parser("feedback", help="write feedback pages (hidden tests removed) for a graded class")
+    p.add_argument("name", help="assignment, e.g. 02_attention")
+    p.add_argument("--class-dir", type=Path, default=Path("class"),
+                   help="the class folder that `course grade` wrote (default: ./class)")
+
     args = parser.parse_args(argv)
     root = (args.root or find_root(Path.cwd())).resolve()
 
@@ -84,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             if r.reason:
                 print(f"  {r.student}: {r.score:g}/{r.max_score:g} — {r.reason}")
+        return 0
+    if args.command == "feedback":
+        pages = grading.generate_feedback(args.class_dir.resolve(), args.name)
+        print(f"wrote {len(pages)} feedback pages under {args.class_dir / 'feedback'}")
         return 0
     return 2
 

@@ -167,3 +167,14 @@ def write_csv(results: list[Result], path: Path) -> Path:
             writer.writerow([r.student, f"{r.score:g}", f"{r.max_score:g}",
                              *(f"{r.cells.get(c, 0):g}" for c in cell_ids), r.reason])
     return path
+
+
+def generate_feedback(class_dir: Path, name: str) -> dict[str, Path]:
+    """Write each graded student's feedback page (HTML, hidden tests removed); return them."""
+    done = nbgrader("generate_feedback", name, "--force", root=class_dir)
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_feedback {name} failed:\n{done.stdout}{done.stderr}")
+    pages = {}
+    for page in sorted((class_dir / "feedback").glob(f"*/{name}/*.html")):
+        pages[page.parents[1].name] = page
+    return pages

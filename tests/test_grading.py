@@ -5,6 +5,9 @@ endless loop, a malformed file, a renamed notebook, a bad student id."""
 from __future__ import annotations
 
 import csv
+import functools
+import html
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder.release import assignment_names
+from autograder.release import assignment_names, leaks, secret_lines
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 from mistakes import for_exercise
 
@@ -69,6 +72,7 @@ def graded(name: str):
     return _grade_all(name, submissions, base)
 
 
+@functools.cache  # shared by the hostile and feedback tests when they run in one process
 def graded_hostile():
     """A class of 02_attention with submissions that try to break the run."""
     base = Path(tempfile.mkdtemp(prefix="grading-hostile-"))
@@ -145,3 +149,19 @@ def _error_text(class_dir: Path, student: str) -> str:
     nb = nbformat.read(class_dir / "autograded" / student / HOSTILE / f"{HOSTILE}.ipynb", as_version=4)
     return "\n".join("\n".join(o.traceback) for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []) if o.output_type == "error")
+
+
+def test_feedback_pages_hide_the_hidden_tests_and_explain_failures():
+    rows, class_dir, _ = graded_hostile()
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "feedback",
+                           HOSTILE, "--class-dir", str(class_dir)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pages = {p.parents[1].name: p.read_text() for p in (class_dir / "feedback").glob(f"*/{HOSTILE}/*.html")}
+    graded_students = {s for s, row in rows.items() if row["reason"] == ""}
+    assert graded_students <= set(pages), graded_students - set(pages)
+    secrets = secret_lines(ROOT, HOSTILE)
+    for student, page in pages.items():
+        unescaped = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert not leaks(unescaped, {"hidden test": secrets["hidden test"]}), student
+    assert "the scores are not scaled" in html.unescape(pages["missing_scale"])
