@@ -47,3 +47,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/grading.py
+	$(BIN)/python benchmarks/book_build.py

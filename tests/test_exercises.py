@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autograder.release import assignment_names
-from exercise_tools import ROOT, read, release_path, run_in_process, solution_path, with_cells
+from exercise_tools import ROOT, grade_id, read, release_path, run_in_process, solution_path, with_cells
 from mistakes import Mistake, for_exercise
 
 NAMES = assignment_names(ROOT)
@@ -25,8 +25,13 @@ def test_release_stub_fails_every_graded_cell(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_exercise_has_at_least_three_known_mistakes(name):
-    assert len(for_exercise(name)) >= 3
+def test_every_graded_function_has_at_least_three_known_mistakes(name):
+    solution_cells = [grade_id(c) for c in read(solution_path(name)).cells
+                      if c.metadata.get("nbgrader", {}).get("solution")]
+    assert solution_cells
+    for cell in solution_cells:
+        mistakes = [m.name for m in for_exercise(name) if m.cell == cell]
+        assert len(mistakes) >= 3, f"{name}: only {mistakes} target `{cell}`"
 
 
 @pytest.mark.parametrize("name, mistake", MISTAKES, ids=[f"{n}-{m.name}" for n, m in MISTAKES])
