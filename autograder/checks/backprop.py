@@ -18,8 +18,10 @@ import numpy as np
 from llmref.attention import scaled_dot_product_attention as forward
 from llmref.backprop import attention_backward as reference_attention
 from llmref.backprop import softmax_backward as reference_softmax
+from llmref.probability import softmax
 
 from ._core import as_float_array, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
+from .attention import causal_mask
 
 # Inputs are float64, so a correct float64 implementation agrees with the reference to about
 # 1e-14 (the same formulas in another order). 1e-5 still admits a learner who computes in
@@ -40,11 +42,6 @@ def _shape_of(value):
         return np.shape(value)
     except Exception:  # ragged lists and other oddities: as_float_array explains them below
         return None
-
-
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 # --------------------------------------------------------------------------- softmax_backward
@@ -101,7 +98,7 @@ def _diagnose_softmax(y, grad_y, axis, got) -> None:
     if flat is not None and _close(got, flat):
         fail("The sums are right but broadcast back along the wrong axis: pass keepdims=True "
              "to np.sum so each sum stays in line with its own softmax.")
-    if _close(got, reference_softmax(_softmax(y, axis), grad_y, axis)):
+    if _close(got, reference_softmax(softmax(y, axis), grad_y, axis)):
         fail("It looks like the softmax was applied to y again. y is already the softmax's "
              "output: use it as it is.")
     fail("dL/dx differs from y * (grad_y - sum(grad_y * y, axis, keepdims=True)): "
@@ -110,7 +107,7 @@ def _diagnose_softmax(y, grad_y, axis, got) -> None:
 
 def _softmax_case(fn: Function, rng, shape, axis, scale, pass_axis: bool) -> None:
     __tracebackhide__ = True
-    y = _softmax(rng.standard_normal(shape) * scale, axis)
+    y = softmax(rng.standard_normal(shape) * scale, axis)
     grad_y = rng.standard_normal(shape)
     got = _run_softmax(fn, y, grad_y, axis if pass_axis else None)
     _diagnose_softmax(y, grad_y, axis, got)
@@ -287,11 +284,6 @@ def check_attention_backward_cross(fn: Function, *, seed: int = 21, batch_shape=
     Q, K, V, grad_out = _random_inputs(seeded(seed), tuple(batch_shape), q_len, k_len, d_k, d_v)
     _attention_case(fn, Q, K, V, grad_out)
     passed(f"attention_backward matches the reference for Q{Q.shape}, K{K.shape}, V{V.shape}")
-
-
-def causal_mask(q_len: int, k_len: int) -> np.ndarray:
-    """True where query i may attend to key j, i.e. j <= i (keys aligned to the end)."""
-    return np.tril(np.ones((q_len, k_len), dtype=bool), k=k_len - q_len)
 
 
 def check_attention_backward_causal(fn: Function, *, seed: int = 22, batch_shape=(2,), q_len: int = 5,
