@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds allowed to grade one submission before it scores 0 (default 600)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="submissions graded at once (default: one per CPU core)")
+    p.add_argument("--memory-gb", type=float, default=grading.MEMORY_GB,
+                   help=f"address space allowed to each grading kernel (default {grading.MEMORY_GB:g})")
 
     p = sub.add_parser("feedback", help="write feedback pages (hidden tests removed) for a graded class")
     p.add_argument("name", help="assignment, e.g. 02_attention")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         results = grading.grade_class(root, args.name, args.submissions.resolve(),
                                       args.class_dir.resolve(), timeout=args.timeout,
-                                      jobs=args.jobs)
+                                      jobs=args.jobs, memory_gb=args.memory_gb)
         csv_path = grading.write_csv(results, args.class_dir.resolve() / f"grades_{args.name}.csv")
         graded = sum(r.reason == "" for r in results)
         print(f"graded {graded} of {len(results)} submissions; grades in {csv_path}")

@@ -25,6 +25,10 @@ from tqdm.auto import tqdm
 
 from .release import nbgrader
 
+# Address space per grading process (nbgrader, and the kernel that runs the submission).
+# PyTorch maps about 2 GiB of libraries and arenas; the course's exercises need far less
+# than the rest.
+MEMORY_GB = 6.0
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -76,15 +80,16 @@ def _register(root: Path, name: str, class_dir: Path) -> float:
         return float(gb.find_assignment(name).max_score)
 
 
-def _autograde(name: str, student: str, class_dir: Path, timeout: float, retry: bool = True) -> str:
+def _autograde(name: str, student: str, class_dir: Path, timeout: float, memory_bytes: int,
+               retry: bool = True) -> str:
     """Run nbgrader autograde for one student; return '' or the reason it failed."""
     try:
         done = nbgrader("autograde", name, "--student", student, "--force",
-                        root=class_dir, timeout=timeout)
+                        root=class_dir, timeout=timeout, memory_bytes=memory_bytes)
     except subprocess.TimeoutExpired:
         return f"grading stopped after {timeout:g} s (an endless loop?)"
     if done.returncode != 0 and "database is locked" in done.stdout + done.stderr and retry:
-        return _autograde(name, student, class_dir, timeout, retry=False)
+        return _autograde(name, student, class_dir, timeout, memory_bytes, retry=False)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return f"nbgrader autograde failed: {tail[0][:200]}"
@@ -103,7 +108,7 @@ def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[
 
 
 def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
-                timeout: float = 600.0, jobs: int = 2) -> list[Result]:
+                timeout: float = 600.0, jobs: int = 2, memory_gb: float = MEMORY_GB) -> list[Result]:
     """Grade every submission of `name` found in `submissions`; return one Result each.
 
     `jobs` submissions are graded at once, each by its own nbgrader process: grading is
@@ -120,7 +125,7 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(found), desc=f"grading {name}", unit="submission") as progress:
         futures = {pool.submit(_grade_one, name, student, notebooks, expected, class_dir,
-                               max_score, timeout): student
+                               max_score, timeout, int(memory_gb * 2**30)): student
                    for student, notebooks in found.items()}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -128,7 +133,7 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     return [results[student] for student in found]
 
 
-def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout) -> Result:
+def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout, memory_bytes) -> Result:
     def zero(reason: str) -> Result:
         return Result(student, 0.0, max_score, reason)
 
@@ -150,7 +155,7 @@ def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout
     target.mkdir(parents=True)
     for filename, data in contents.items():
         (target / filename).write_bytes(data)
-    reason = _autograde(name, student, class_dir, timeout)
+    reason = _autograde(name, student, class_dir, timeout, memory_bytes)
     if reason:
         return zero(reason)
     score, cells = _read_scores(class_dir, name, student)

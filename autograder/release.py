@@ -31,9 +31,20 @@ def assignment_names(root: Path) -> list[str]:
                   if p.is_dir() and any(p.glob("*.ipynb")))
 
 
+_LIMIT_AND_EXEC = ("import os, resource, sys; limit = int(sys.argv[1]); "
+                   "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+                   "os.execv(sys.argv[2], sys.argv[2:])")
+
+
 def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | None = None,
-             source: str = "source", release: str = "release") -> subprocess.CompletedProcess:
-    """Run one nbgrader command on the course folder `root`, with the course's settings."""
+             source: str = "source", release: str = "release",
+             memory_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """Run one nbgrader command on the course folder `root`, with the course's settings.
+
+    `memory_bytes` caps the address space of nbgrader and of the kernel it starts (the
+    limit is inherited), so a submission that allocates without bound gets a MemoryError
+    in its own cell instead of exhausting the machine.
+    """
     command = [
         sys.executable, "-m", "nbgrader", *args,
         f"--NbGrader.config_file={CONFIG}",
@@ -45,6 +56,10 @@ def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | N
     # nbgrader shells out to `alembic` and jupyter kernels by name: find them beside Python.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0"}
+    if memory_bytes:
+        # Set the limit in a small launcher that then becomes nbgrader: preexec_fn is not
+        # safe here, where several grading threads start processes at once.
+        command = [sys.executable, "-c", _LIMIT_AND_EXEC, str(memory_bytes), *command]
     process = subprocess.Popen(command, cwd=cwd or root, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     try:

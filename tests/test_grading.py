@@ -165,3 +165,30 @@ def test_feedback_pages_hide_the_hidden_tests_and_explain_failures():
         unescaped = html.unescape(re.sub(r"<[^>]+>", "", page))
         assert not leaks(unescaped, {"hidden test": secrets["hidden test"]}), student
     assert "the scores are not scaled" in html.unescape(pages["missing_scale"])
+
+
+MEMORY_BOMB = '''def scaled_dot_product_attention(Q, K, V, mask=None):
+    # 8 GiB: more address space than a grading kernel may have, yet well inside this
+    # machine's memory should the limit ever stop working (then the test times out).
+    hoard = [bytearray(1 << 30) for _ in range(8)]
+    d_k = Q.shape[-1]
+    scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(d_k)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    w = w / w.sum(axis=-1, keepdims=True)
+    return w @ V, w
+'''
+
+
+def test_a_memory_hog_is_stopped_inside_its_own_kernel(tmp_path):
+    release = read(release_path(HOSTILE))
+    submissions = tmp_path / "submissions"
+    _submit(submissions, "memory_bomb", with_cells(release, {"scaled_dot_product_attention": MEMORY_BOMB}),
+            f"{HOSTILE}/{HOSTILE}.ipynb")
+    _submit(submissions, "solution", with_cells(release, _solution_cells(HOSTILE)), f"{HOSTILE}/{HOSTILE}.ipynb")
+    rows, class_dir, _ = _grade_all(HOSTILE, submissions, tmp_path)
+    assert rows["memory_bomb"]["reason"] == ""  # graded normally: its cells failed
+    assert float(rows["memory_bomb"]["score"]) == 0
+    assert "MemoryError" in _error_text(class_dir, "memory_bomb")
+    assert float(rows["solution"]["score"]) == float(rows["solution"]["max_score"])
