@@ -126,6 +126,19 @@ def _forward(module: nn.Module, x: torch.Tensor, name: str,
     return result, as_float_array(result, f"The output of `{name}.forward`", expected_shape)
 
 
+def _side_by_side(reference: nn.Module, module: nn.Module, x: torch.Tensor,
+                  upstream: torch.Tensor, name: str):
+    """Run PyTorch's module and the learner's on separate copies of x, backpropagating
+    `upstream` through PyTorch's. Returns (x_mine, x_ref, output, got, want)."""
+    __tracebackhide__ = True
+    x_mine = x.clone().requires_grad_(True)
+    x_ref = x.clone().requires_grad_(True)
+    expected = reference(x_ref)
+    expected.backward(upstream)
+    output, got = _forward(module, x_mine, name, expected.shape)
+    return x_mine, x_ref, output, got, expected.detach().numpy()
+
+
 def _backward(output: torch.Tensor, upstream: torch.Tensor, name: str) -> None:
     """Backpropagate a fixed upstream gradient through the learner's output."""
     __tracebackhide__ = True
@@ -296,16 +309,10 @@ def check_linear_forward(Linear: Module, *, seed: int = 1, batch_shape=(2, 3),
 
             x = torch.randn(*batch_shape, n_in, dtype=torch.float64)
             upstream = torch.randn(*batch_shape, n_out, dtype=torch.float64)
-            x_mine = x.clone().requires_grad_(True)
-            x_ref = x.clone().requires_grad_(True)
-            expected = reference(x_ref)
-            expected.backward(upstream)
-
-            output, got = _forward(module, x_mine, "Linear", expected.shape)
+            x_mine, x_ref, output, got, want = _side_by_side(reference, module, x, upstream, "Linear")
             bad = find_bad_values(got)
             if bad:
                 fail(f"The output of `{built}` contains {bad} values.")
-            want = expected.detach().numpy()
             if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
                 _linear_diagnosis(x, reference.weight, reference.bias, got)
                 fail(f"The output of `{built}` differs from torch.nn.Linear's: "
@@ -423,17 +430,11 @@ def _layernorm_case(LayerNorm: Module, seed: int, batch_shape, normalized_shape,
         _copy_from(reference, module, built)
         x = _random_layernorm_input(batch_shape, shape)
         upstream = torch.randn(x.shape, dtype=torch.float64)
-    x_mine = x.clone().requires_grad_(True)
-    x_ref = x.clone().requires_grad_(True)
-    expected = reference(x_ref)
-    expected.backward(upstream)
-
-    output, got = _forward(module, x_mine, "LayerNorm", expected.shape)
+    x_mine, x_ref, output, got, want = _side_by_side(reference, module, x, upstream, "LayerNorm")
     bad = find_bad_values(got)
     if bad:
         fail(f"The output of `{built}` contains {bad} values. Is eps added to the variance "
              "before the square root?")
-    want = expected.detach().numpy()
     if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
         _layernorm_diagnosis(x, shape, eps, reference.weight, reference.bias, got)
         fail(f"The output of `{built}` differs from torch.nn.LayerNorm's: "
