@@ -42,6 +42,12 @@ def fail(message: str) -> None:
     raise CheckFailure(message)
 
 
+def fail_from(exc: BaseException, message: str) -> None:
+    """Fail, keeping `exc` as the cause so the learner's own frames are shown above the message."""
+    __tracebackhide__ = True
+    raise CheckFailure(message) from exc
+
+
 def describe(value: Any) -> str:
     """A short description of an argument, for messages: shapes, not contents."""
     if isinstance(value, np.ndarray):
@@ -119,3 +125,27 @@ def passed(message: str) -> None:
 
 def seeded(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def watch_calls(forbidden: dict) -> Any:
+    """A context manager that records which `forbidden` torch functions run inside it.
+
+    `forbidden` maps a function (``torch.nn.functional.embedding``, ``torch.Tensor.backward``)
+    to the name a message shows. Every torch function, however the learner imported it,
+    passes through an active ``TorchFunctionMode``, so ``with watch_calls(F) as watch:`` leaves
+    in ``watch.used`` the names of those called, in order of first use. torch is imported
+    here, not at the top, so that the NumPy exercises' checks never load it.
+    """
+    from torch.overrides import TorchFunctionMode
+
+    class Watch(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.used: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in forbidden and forbidden[func] not in self.used:
+                self.used.append(forbidden[func])
+            return func(*args, **(kwargs or {}))
+
+    return Watch()

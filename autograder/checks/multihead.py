@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from llmref.multihead import MultiHeadAttention as Reference
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, find_bad_values,
-                    passed, worst_mismatch)
+from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
+                    passed, watch_calls, worst_mismatch)
 
 # The learner's module runs in float32, the reference in float64 on the same (float32)
 # weights and inputs, so the reference is exact to ~1e-15 and the difference is the
@@ -44,20 +43,6 @@ FORBIDDEN = {
     nn.functional.multi_head_attention_forward: "F.multi_head_attention_forward",
     torch._native_multi_head_attention: "torch._native_multi_head_attention",
 }
-
-
-class _Watch(TorchFunctionMode):
-    """Records calls to FORBIDDEN functions however the learner imported them: every torch
-    function passes through an active TorchFunctionMode."""
-
-    def __init__(self):
-        super().__init__()
-        self.used: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in FORBIDDEN and FORBIDDEN[func] not in self.used:
-            self.used.append(FORBIDDEN[func])
-        return func(*args, **(kwargs or {}))
 
 
 # ----------------------------------------------------------------------------- test cases
@@ -150,12 +135,6 @@ def _expected_keys(case: Case) -> str:
     return ", ".join(f"{k} {tuple(v.shape)}" for k, v in case.state.items())
 
 
-def _fail_from(exc: Exception, message: str) -> None:
-    """Fail, keeping `exc` as the cause so the learner's own frames are shown above the message."""
-    __tracebackhide__ = True
-    raise CheckFailure(message) from exc
-
-
 def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
     """Instantiate the learner's class and load nn.MultiheadAttention's weights into it.
 
@@ -178,7 +157,7 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
     try:
         actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     except Exception as exc:  # e.g. __init__ never called super().__init__()
-        _fail_from(exc, f"`{name}(...).state_dict()` raised {type(exc).__name__}: {exc}. "
+        fail_from(exc, f"`{name}(...).state_dict()` raised {type(exc).__name__}: {exc}. "
                    "Does __init__ start with super().__init__()?")
     if actual != expected:
         call = f"{name}({E}, {h}" + ("" if case.bias else ", bias=False") + ")"
@@ -217,7 +196,7 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
     try:
         module.load_state_dict(case.state)
     except Exception as exc:
-        _fail_from(exc, f"Loading nn.MultiheadAttention's state_dict into `{name}` raised "
+        fail_from(exc, f"Loading nn.MultiheadAttention's state_dict into `{name}` raised "
                    f"{type(exc).__name__}: {exc}. Expected keys: {_expected_keys(case)}.")
     return module
 
@@ -239,7 +218,7 @@ def _forward(module: nn.Module, case: Case, *, need_weights: bool | None = None,
     self_attention = case.key is case.query
     key = query if self_attention else case.key.clone()
     value = query if self_attention else case.value.clone()
-    with torch.set_grad_enabled(grad), _Watch() as watch:
+    with torch.set_grad_enabled(grad), watch_calls(FORBIDDEN) as watch:
         result = call_learner(module, query, key, value, name=name, **kwargs)
     if watch.used:
         fail(f"`{name}` calls {' and '.join(watch.used)}, which does the exercise for you. "
