@@ -188,6 +188,10 @@ class TrainConfig:
     grad_clip: float = 1.0       # max global gradient norm (0 = no clipping)
     eval_every: int = 250        # steps between held-out evaluations (0 = only at the end)
     seed: int = 0                # fixes the batch order (the initial weights are the caller's)
+    # "bfloat16": forward pass under torch.autocast, matrix products in bfloat16 (weights,
+    # gradients and the optimizer stay float32). Twice as fast on CPUs with AVX-512 BF16 and
+    # on recent GPUs; elsewhere it may be slower. Evaluation always runs in float32.
+    precision: str = "float32"
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -296,6 +300,8 @@ def train(model: nn.Module, train_tokens: torch.Tensor, config: TrainConfig, *,
     (with a checkpoint) after this many steps in total, as an interruption would.
     callback(step, history, model): called after every evaluation.
     """
+    if config.precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {config.precision!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<the path the interrupted run saved to>")
     block_size = model.config.block_size
@@ -317,7 +323,9 @@ def train(model: nn.Module, train_tokens: torch.Tensor, config: TrainConfig, *,
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_tokens, config.batch_size, block_size, generator)
-        _, loss = model(x, y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                            enabled=config.precision == "bfloat16"):
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
