@@ -164,7 +164,7 @@ def evaluate(model: nn.Module, tokens: torch.Tensor, block_size: int, batch_size
     n = (len(tokens) - 1) // block_size  # the last window needs one more token: its target
     if n < 1:
         raise ValueError(f"{len(tokens)} tokens are too few for one window of {block_size} (+1 target)")
-    was_training = model.training
+    mode_before = model.training
     model.eval()  # dropout off: the same model gives the same number every time
     x = tokens[: n * block_size].view(n, block_size)
     y = tokens[1: n * block_size + 1].view(n, block_size)
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, tokens: torch.Tensor, block_size: int, batch_size
     for i in range(0, n, batch_size):
         _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
         total += loss.item() * len(x[i:i + batch_size])  # a mean over this batch: weigh it by its size
-    model.train(was_training)
+    model.train(mode_before)
     return total / n
 
 

@@ -1,6 +1,7 @@
 """Grading end to end through the `course grade` CLI, real nbgrader autograde and a real
 SQLite gradebook. For every exercise: full marks for the solution, zero for the untouched
-release, points lost for each known mistake. For 02_attention also the hostile cases: an
+release, points lost for three known mistakes of every graded function (all of them run
+in-process in test_exercises.py). For 02_attention also the hostile cases: an
 endless loop, a malformed file, a renamed notebook, a bad student id."""
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from nbgrader.api import Gradebook
 
 from autograder.release import assignment_names, leaks, secret_lines
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
-from mistakes import for_exercise
+from mistakes import PER_CELL_THROUGH_NBGRADER, for_exercise, for_nbgrader
 
 pytestmark = pytest.mark.slow
 NAMES = assignment_names(ROOT)
@@ -67,7 +68,7 @@ def graded(name: str):
     release = read(release_path(name))
     _submit(submissions, "solution", with_cells(release, _solution_cells(name)), notebook)
     _submit(submissions, "untouched", release, notebook)
-    for mistake in for_exercise(name):
+    for mistake in for_nbgrader(name):
         _submit(submissions, mistake.name, with_cells(release, {mistake.cell: mistake.source}), notebook)
     return _grade_all(name, submissions, base)
 
@@ -101,8 +102,10 @@ def test_grading_an_exercise(name):
     assert (float(solution["score"]), solution["reason"]) == (points, ""), "solution must get full marks"
     # The untouched release is graded normally and fails every test.
     assert (float(untouched["score"]), untouched["reason"]) == (0, ""), "release must score zero"
-    mistakes = for_exercise(name)
-    assert len(mistakes) >= 3
+    mistakes = for_nbgrader(name)
+    # Every graded function meets real nbgrader through at least three of its mistakes.
+    for cell in {m.cell for m in for_exercise(name)}:
+        assert len([m for m in mistakes if m.cell == cell]) >= min(3, PER_CELL_THROUGH_NBGRADER)
     for mistake in mistakes:
         row = rows[mistake.name]
         assert row["reason"] == "", (mistake.name, row)

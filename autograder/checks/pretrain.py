@@ -821,7 +821,7 @@ def check_evaluate(evaluate, *, seed: int = 0, n_windows: int = 37, batch_size: 
         if any(m.training != start_mode for m in model.modules()):
             fail(f"The model came in {mode} mode and `evaluate` left it in "
                  f"{'eval' if start_mode else 'training'} mode. Remember model.training before "
-                 "switching to eval and put it back with model.train(was_training): train() calls "
+                 "switching to eval and put it back with model.train(mode_before): train() calls "
                  "evaluate in the middle of training and carries on with dropout on.")
         if result is None:
             fail("`evaluate` returned None. It should return the mean loss, a Python float.")

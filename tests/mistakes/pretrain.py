@@ -219,7 +219,7 @@ GET_BATCH_MISTAKES = [
 
 EVALUATE = '''@torch.no_grad()
 def evaluate(model, tokens, block_size, batch_size=64):
-    was_training = model.training
+    mode_before = model.training
     model.eval()
     n = (len(tokens) - 1) // block_size
     x = tokens[:n * block_size].view(n, block_size)
@@ -228,15 +228,15 @@ def evaluate(model, tokens, block_size, batch_size=64):
     for i in range(0, n, batch_size):
         _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
         total += loss.item() * len(x[i:i + batch_size])
-    model.train(was_training)
+    model.train(mode_before)
     return total / n
 '''
 
 EVALUATE_MISTAKES = [
-    Mistake("evaluate_leaves_eval_mode", "evaluate", _with(EVALUATE, "    model.train(was_training)\n", ""),
+    Mistake("evaluate_leaves_eval_mode", "evaluate", _with(EVALUATE, "    model.train(mode_before)\n", ""),
             says="left it in eval mode"),
     Mistake("evaluate_always_back_to_training", "evaluate", _with(
-        EVALUATE, "model.train(was_training)", "model.train()"), says="The model came in eval mode"),
+        EVALUATE, "model.train(mode_before)", "model.train()"), says="The model came in eval mode"),
     Mistake("evaluate_dropout_on", "evaluate", _with(EVALUATE, "    model.eval()\n", ""),
             says="dropout zeroed activations"),
     Mistake("evaluate_records_gradients", "evaluate", _with(EVALUATE, "@torch.no_grad()\n", ""),
