@@ -7,9 +7,10 @@ so a failing test cell never shows a traceback from inside this package.
 """
 from __future__ import annotations
 
+import contextlib
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -149,3 +150,22 @@ def watch_calls(forbidden: dict) -> Any:
             return func(*args, **(kwargs or {}))
 
     return Watch()
+
+
+@contextlib.contextmanager
+def torch_isolated(seed: int) -> Iterator[None]:
+    """One thread and a seeded torch generator for a check; the learner's come back after.
+
+    torch is imported here, not at the top: the NumPy exercises' checks must not need it.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+

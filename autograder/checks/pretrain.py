@@ -31,22 +31,9 @@ from llmref import pretrain as reference
 from llmref.corpus import windows as numpy_windows
 from llmref.gpt import GPT, GPTConfig
 
-from ._core import CheckFailure, call_learner, describe, fail, passed
+from ._core import CheckFailure, call_learner, describe, fail, passed, torch_isolated
 
 VOCAB = 23  # a vocabulary that is no power of two, so that shapes cannot be confused
-
-
-@contextlib.contextmanager
-def _isolated(seed: int) -> Iterator[None]:
-    """One thread and a seeded torch generator for the check; the learner's come back after."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
 
 def _gpt_config(**changes) -> GPTConfig:
@@ -304,7 +291,7 @@ def check_adamw_gpt(AdamW, *, seed: int = 0, steps: int = 100, lr: float = 3e-3,
     from the same weights, with the course's parameter groups, warm-up and cosine schedule and
     the same batches: the losses and the final weights must agree."""
     __tracebackhide__ = True
-    with _isolated(seed):
+    with torch_isolated(seed):
         start = _gpt(seed, torch.float64)
         tokens = _tokens(seed + 1, 400)
         runs = {}
@@ -591,7 +578,7 @@ def check_clip_grad_norm(clip_grad_norm, *, seed: int = 0, max_norm: float = 1.0
     for scale, below in ((10.0, False), (max_norm / 1000, True)):
         model, theirs = _grad_model(seed, scale * max_norm), _grad_model(seed, scale * max_norm)
         before = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-        with _isolated(seed), _watch_torch_clipping() as used:
+        with torch_isolated(seed), _watch_torch_clipping() as used:
             result = call_learner(clip_grad_norm, model.parameters(), max_norm, name="clip_grad_norm")
         if used:
             fail("Your clip_grad_norm calls torch.nn.utils.clip_grad_norm_, which the check compares "
@@ -697,7 +684,7 @@ def check_get_batch(get_batch, *, seed: int = 0, n_tokens: int = 300, batch_size
     reference's for the same generator state, drawn from that generator only; in a tiny
     token array every start, the last one included, is drawn and none runs past the end."""
     __tracebackhide__ = True
-    with _isolated(seed):
+    with torch_isolated(seed):
         # Positions as tokens: every value says where it came from.
         positions = torch.arange(n_tokens)
         x, y = _run_get_batch(get_batch, positions, batch_size, block_size,
@@ -795,7 +782,7 @@ def check_evaluate(evaluate, *, seed: int = 0, n_windows: int = 37, batch_size: 
         handle = model.register_forward_pre_hook(hook)
         seen = {"training": [], "grad": []}
         try:
-            with _isolated(seed):
+            with torch_isolated(seed):
                 try:
                     result = call_learner(evaluate, model, tokens.clone(), block_size, batch_size,
                                           name="evaluate")
@@ -922,7 +909,7 @@ def check_checkpoint(save_checkpoint, restore_checkpoint, *, seed: int = 0) -> N
     restore it into a fresh model, optimizer and generator after scrambling torch's random
     state: every piece must come back exactly."""
     __tracebackhide__ = True
-    with _isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
         saved = _saved_run(save_checkpoint, Path(folder), seed)
         model, optimizer, generator = _fresh(seed, saved["config"])
         result = call_learner(restore_checkpoint, saved["path"], model, optimizer, generator,
@@ -987,7 +974,7 @@ def check_resume(train, *, seed: int = 0, steps: int = 12, stop_after: int = 5,
     __tracebackhide__ = True
     config = _train_config(seed, steps=steps, eval_every=eval_every)
     tokens, held_out = _tokens(seed, 400), _tokens(seed + 1, 70)
-    with _isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.pt"
         model = _gpt(seed, dropout=dropout)
         torch.manual_seed(seed + 1)
@@ -1053,7 +1040,7 @@ def check_resume_errors(save_checkpoint, restore_checkpoint, *, seed: int = 0,
     a tensor and both shapes. model_change (e.g. {"n_head": 4}): a model of the same shapes
     but another configuration must fail naming the field."""
     __tracebackhide__ = True
-    with _isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
         saved = _saved_run(save_checkpoint, Path(folder), seed)
         config = saved["config"]
         old = getattr(config, field)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from llmref import seq2seq as ref
 
 from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, fail_from,
-                    find_bad_values, passed, watch_calls, worst_mismatch)
+                    find_bad_values, passed, torch_isolated, watch_calls, worst_mismatch)
 
 # Cross-attention runs in float64 on both sides: two correct implementations then differ by
 # ~1e-15 (rounding in another order); 1e-8 is far above that and far below what any known
@@ -53,19 +53,6 @@ FORBIDDEN = {
 }
 NAME = "CrossAttention"
 PARAMS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-@contextlib.contextmanager
-def _isolated(seed: int) -> Iterator[None]:
-    """One thread and a seeded torch generator for the check; the learner's come back after."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ cross-attention cases
@@ -654,7 +641,7 @@ def check_trained(Seq2Seq, train, seq2seq_loss, greedy_decode, *, seed: int = 0,
     400 steps with `train` (which uses the learner's loss) and require >= 95 % exact match on
     held-out dates. Returns the trained model."""
     __tracebackhide__ = True
-    with _isolated(seed):
+    with torch_isolated(seed):
         if not (isinstance(Seq2Seq, type) and issubclass(Seq2Seq, nn.Module)):
             fail(f"Expected `Seq2Seq` to be the model class, but got {describe(Seq2Seq)}. Re-run "
                  "the cell that defines it.")
@@ -683,7 +670,7 @@ def check_exact_match(model, greedy_decode, *, seed: int = 601, n: int = HELD_OU
         fail(f"Expected the trained model, got {describe(model)}: run the test cell above first.")
     pairs = ref.make_pairs(n, seed, "held_out")
     src, mask, _ = ref.encode_batch(pairs)
-    with _isolated(seed):
+    with torch_isolated(seed):
         written = call_learner(greedy_decode, model, src, mask, name="greedy_decode")
     if not isinstance(written, torch.Tensor) or written.dim() != 2:
         fail(f"greedy_decode returned {describe(written)}, expected a (B, L) tensor of token ids.")

@@ -16,12 +16,11 @@ state are restored afterwards.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ from llmref.training import evaluate as reference_evaluate
 from llmref.training import make_model, make_spirals
 from llmref.training import train as reference_train
 
-from ._core import call_learner, describe, fail, passed
+from ._core import call_learner, describe, fail, passed, torch_isolated
 
 # The budget and target stated in the notebook. The reference loop reaches 97.8 % to
 # 99.6 % test accuracy after 200 steps on each of make_model's seeds 0-19 (mean 98.9 %;
@@ -66,19 +65,6 @@ def _train_set():
 def _test_set():
     X, y = _spirals(500, 1)
     return X.clone(), y.clone()
-
-
-@contextlib.contextmanager
-def _quietly_seeded(seed: int) -> Iterator[None]:
-    """One thread and a fixed seed for the check; the learner's settings come back after."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- the spy
@@ -176,7 +162,7 @@ def check_train_returns_losses(train: Function, *, seed: int = 0, steps: int = 2
     """`train` returns a list of `steps` Python floats."""
     __tracebackhide__ = True
     X, y = _train_set()
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         model = make_model(seed)
         losses = _losses(_run_train(train, model, X, y, steps, lr), steps)
     passed(f"train returns {steps} loss{'es' if steps != 1 else ''} as Python floats, from "
@@ -191,7 +177,7 @@ def _variant_losses(start: nn.Module, X, y, steps: int, lr: float, seed: int, ki
             "default lr": lambda: torch.optim.Adam(model.parameters()),
             "SGD": lambda: torch.optim.SGD(model.parameters(), lr=lr)}[kind]
     optimizer, losses = make(), []
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         for _ in range(steps):
             if kind == "fresh optimizer":
                 optimizer = make()
@@ -243,13 +229,13 @@ def check_train_steps(train: Function, *, seed: int = 1, steps: int = 30, lr: fl
     mode and updates the parameters; the losses match the reference loop's."""
     __tracebackhide__ = True
     X, y = _train_set()
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         model = make_model(seed)
     model.eval()  # as evaluate() leaves it: train must switch dropout back on
     start, before = copy.deepcopy(model), _snapshot(model)
     spy = _watch(model)
     try:
-        with _quietly_seeded(seed):
+        with torch_isolated(seed):
             result = _run_train(train, model, X, y, steps, lr)
     finally:
         spy.stop()
@@ -278,7 +264,7 @@ def check_train_steps(train: Function, *, seed: int = 1, steps: int = 30, lr: fl
     if spy.forwards != steps or spy.backwards != steps:
         fail(f"`train` ran {spy.forwards} forward and {spy.backwards} backward passes for "
              f"steps={steps}: one of each per step, on the whole of (X, y).")
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         expected = reference_train(copy.deepcopy(start), X, y, steps, lr)
     _diagnose_trajectory(losses, expected, start, X, y, steps, lr, seed)
     passed(f"each of {steps} steps clears the gradients, runs forward and backward in training "
@@ -293,7 +279,7 @@ def check_train_reaches_target(train: Function, *, seed: int = 0, steps: int = S
     X, y = _train_set()
     runs = []
     for _ in range(2):
-        with _quietly_seeded(seed):
+        with torch_isolated(seed):
             model = make_model(seed)
             runs.append((model, _losses(_run_train(train, model, X, y, steps, lr), steps)))
     model, losses = runs[0]
@@ -304,7 +290,7 @@ def check_train_reaches_target(train: Function, *, seed: int = 0, steps: int = S
              "where it started. Check that every step calls optimizer.zero_grad(), "
              "loss.backward() and optimizer.step(), with one Adam optimiser that uses lr.")
     X_test, y_test = _test_set()
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         accuracy = reference_evaluate(model, X_test, y_test)
     if accuracy < target:
         fail(f"After {steps} steps at lr={lr} the model classifies {accuracy:.1%} of the test "
@@ -329,7 +315,7 @@ def check_evaluate(evaluate: Function, *, seed: int = 0, train_steps: int = 40) 
     __tracebackhide__ = True
     X, y = _train_set()
     X_test, y_test = _test_set()
-    with _quietly_seeded(seed):
+    with torch_isolated(seed):
         # Partly trained, so the accuracy is neither 0.5 nor 1, and left in training mode as
         # train() leaves it.
         model = make_model(seed)
@@ -339,7 +325,7 @@ def check_evaluate(evaluate: Function, *, seed: int = 0, train_steps: int = 40) 
     before = _snapshot(model)
     spy = _watch(model)
     try:
-        with _quietly_seeded(seed):
+        with torch_isolated(seed):
             result = call_learner(evaluate, model, X_test.clone(), y_test.clone(), name="evaluate")
     finally:
         spy.stop()
