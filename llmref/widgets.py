@@ -186,3 +186,36 @@ def small_multiples(values: Sequence[Any], draw: Callable[[Any, Any], Any], ncol
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def option_slider_gallery(options: Sequence[Any], values: dict[Any, Sequence[Any]],
+                          draw: Callable[[Any, Any, Any], Any], option_description: str = "",
+                          descriptions: dict[Any, str] | None = None,
+                          option_labels: Sequence[str] | Callable[[Any], str] | None = None,
+                          labels: dict[Any, Sequence[str] | Callable[[Any], str]] | None = None,
+                          option: Any = None, **frame_options: Any) -> Gallery:
+    """Toggle buttons over `options`, each option with a slider over its own `values[option]`.
+
+    Unlike toggle_slider_gallery, whose one slider is shared, each option here has its own
+    values, labels and description (a temperature, a k, a p): the buttons pick an option's
+    pane (its slider above its Stack of frames) from an outer Stack, and each slider is
+    linked to its own Stack. `draw(ax, option, value)` draws one frame. The gallery's
+    `sliders` attribute lists the sliders in the order of `options`.
+    """
+    option_index = _start(options, option)
+    panes, sliders, links = [], [], []
+    for o in options:
+        index = _start(values[o], None)
+        stack = _stack(render_frames(values[o], lambda ax, v, o=o: draw(ax, o, v), **frame_options), index)
+        slider = _slider(_labels(values[o], (labels or {}).get(o)), index, (descriptions or {}).get(o, ""))
+        links.append(ipywidgets.jslink((slider, "index"), (stack, "selected_index")))
+        panes.append(ipywidgets.VBox([slider, stack]))
+        sliders.append(slider)
+    outer = ipywidgets.Stack(children=panes, selected_index=option_index)
+    buttons = ipywidgets.ToggleButtons(
+        options=[(label, i) for i, label in enumerate(_labels(options, option_labels))],
+        index=option_index, description=option_description, style={"description_width": "initial"})
+    links.insert(0, ipywidgets.jslink((buttons, "index"), (outer, "selected_index")))
+    gallery = Gallery([buttons], outer, links)
+    gallery.sliders = sliders
+    return gallery
