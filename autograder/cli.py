@@ -2,7 +2,8 @@
 
     course library [--check]              regenerate llmref/ from the solution notebooks
     course release [NAME ...] [--check]   regenerate notebooks/ from solutions/ (nbgrader)
-    course grade NAME SUBMISSIONS         autograde a class's submissions; writes grades.csv
+    course grade NAME SUBMISSIONS         autograde a class's submissions (each learner's code in a
+                                          bubblewrap sandbox); writes grades.csv
     course feedback NAME                  feedback pages for the graded class, hidden tests removed
 
 Run it from the course repository (or pass --root).
@@ -14,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import grading, library, release
+from . import grading, library, release, sandbox
 
 
 def find_root(start: Path) -> Path:
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="submissions graded at once (default: one per CPU core)")
     p.add_argument("--memory-gb", type=float, default=grading.MEMORY_GB,
                    help=f"address space allowed to each grading kernel (default {grading.MEMORY_GB:g})")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="UNSAFE: run the learners' code without the bubblewrap sandbox, able to read "
+                        "the hidden tests and other students' work and to rewrite the gradebook; "
+                        "only for a machine without bubblewrap and submissions you trust")
 
     p = sub.add_parser("feedback", help="write feedback pages (hidden tests removed) for a graded class")
     p.add_argument("name", help="assignment, e.g. 02_attention")
@@ -83,9 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "grade":
-        results = grading.grade_class(root, args.name, args.submissions.resolve(),
-                                      args.class_dir.resolve(), timeout=args.timeout,
-                                      jobs=args.jobs, memory_gb=args.memory_gb)
+        try:
+            results = grading.grade_class(root, args.name, args.submissions.resolve(),
+                                          args.class_dir.resolve(), timeout=args.timeout,
+                                          jobs=args.jobs, memory_gb=args.memory_gb,
+                                          isolate=not args.no_sandbox)
+        except sandbox.SandboxUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.no_sandbox:
+            print("warning: graded WITHOUT the sandbox (--no-sandbox): the learners' code could "
+                  "read the hidden tests and other submissions and change the gradebook",
+                  file=sys.stderr)
         csv_path = grading.write_csv(results, args.class_dir.resolve() / f"grades_{args.name}.csv")
         graded = sum(r.reason == "" for r in results)
         print(f"graded {graded} of {len(results)} submissions; grades in {csv_path}")

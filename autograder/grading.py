@@ -6,6 +6,10 @@ autograded/), so every nbgrader command still works on it. What this module adds
   so the gradebook always holds the checksums of the current test cells;
 - each submission is graded by its own `nbgrader autograde --student` process under a time
   limit, so a hanging or crashing submission costs only its own grade;
+- the kernel that runs the learner's code is confined by bubblewrap (sandbox.py): it sees
+  neither the gradebook, the source and other students' folders, nor solutions/, has no
+  network, and its writes stay in the sandbox's memory;
+- a zero has a reason the learner can act on (the cell that crashed or ran out of time);
 - a submission that is not a readable notebook scores 0 with the reason, and the run goes on;
 - scores are read back from the gradebook and written to one CSV, with reasons.
 """
@@ -15,6 +19,7 @@ import csv
 import re
 import shutil
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +28,8 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm.auto import tqdm
 
-from .release import nbgrader
+from . import sandbox
+from .release import CONFIG, nbgrader
 
 # Address space per grading process (nbgrader, and the kernel that runs the submission).
 # PyTorch maps about 2 GiB of libraries and arenas; the course's exercises need far less
@@ -80,20 +86,33 @@ def _register(root: Path, name: str, class_dir: Path) -> float:
         return float(gb.find_assignment(name).max_score)
 
 
-def _autograde(name: str, student: str, class_dir: Path, timeout: float, memory_bytes: int,
-               retry: bool = True) -> str:
+def _autograde(root: Path, name: str, student: str, class_dir: Path, timeout: float,
+               memory_bytes: int, isolate: bool, retry: bool = True) -> str:
     """Run nbgrader autograde for one student; return '' or the reason it failed."""
+    run_dir = Path(tempfile.mkdtemp(prefix="course-grade-"))
     try:
-        done = nbgrader("autograde", name, "--student", student, "--force",
-                        root=class_dir, timeout=timeout, memory_bytes=memory_bytes)
-    except subprocess.TimeoutExpired:
-        return f"grading stopped after {timeout:g} s (an endless loop?)"
-    if done.returncode != 0 and "database is locked" in done.stdout + done.stderr and retry:
-        return _autograde(name, student, class_dir, timeout, memory_bytes, retry=False)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return f"nbgrader autograde failed: {tail[0][:200]}"
-    return ""
+        box = sandbox.prepare(run_dir, class_dir, student, name, CONFIG,
+                              hidden=[root / "solutions"], isolate=isolate)
+        try:
+            done = nbgrader("autograde", name, "--student", student, "--force", root=class_dir,
+                            timeout=timeout, memory_bytes=memory_bytes, config=box.config,
+                            env=box.env)
+        except subprocess.TimeoutExpired:
+            where = sandbox.running_cell(box.progress)
+            return (f"your notebook ran longer than {timeout:g} s"
+                    + (f" in {where}" if where else "") + " and was stopped")
+        output = done.stdout + done.stderr
+        if done.returncode != 0 and "database is locked" in output and retry:
+            return _autograde(root, name, student, class_dir, timeout, memory_bytes, isolate, retry=False)
+        if done.returncode != 0:
+            explained = sandbox.explain_failure(output, box.progress, memory_bytes / 2**30)
+            if explained:
+                return explained
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            return f"nbgrader autograde failed: {tail[0][:200]}"
+        return ""
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[str, float]]:
@@ -108,15 +127,20 @@ def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[
 
 
 def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
-                timeout: float = 600.0, jobs: int = 2, memory_gb: float = MEMORY_GB) -> list[Result]:
+                timeout: float = 600.0, jobs: int = 2, memory_gb: float = MEMORY_GB,
+                isolate: bool = True) -> list[Result]:
     """Grade every submission of `name` found in `submissions`; return one Result each.
 
     `jobs` submissions are graded at once, each by its own nbgrader process: grading is
     dominated by kernel start-up and the learner's code, not by the gradebook, whose short
-    SQLite transactions tolerate a few concurrent writers.
+    SQLite transactions tolerate a few concurrent writers. With `isolate` (the default)
+    each learner's kernel runs in the bubblewrap sandbox; sandbox.SandboxUnavailable is
+    raised before anything is graded if it cannot run here.
     """
     if not (root / "solutions" / name).is_dir():
         raise SystemExit(f"error: no assignment {name!r} in {root / 'solutions'}")
+    if isolate:
+        sandbox.check_available()
     class_dir.mkdir(parents=True, exist_ok=True)
     max_score = _register(root, name, class_dir)
     expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
@@ -124,8 +148,8 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     results: dict[str, Result] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(found), desc=f"grading {name}", unit="submission") as progress:
-        futures = {pool.submit(_grade_one, name, student, notebooks, expected, class_dir,
-                               max_score, timeout, int(memory_gb * 2**30)): student
+        futures = {pool.submit(_grade_one, root, name, student, notebooks, expected, class_dir,
+                               max_score, timeout, int(memory_gb * 2**30), isolate): student
                    for student, notebooks in found.items()}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -133,7 +157,8 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     return [results[student] for student in found]
 
 
-def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout, memory_bytes) -> Result:
+def _grade_one(root, name, student, notebooks, expected, class_dir, max_score, timeout, memory_bytes,
+               isolate) -> Result:
     def zero(reason: str) -> Result:
         return Result(student, 0.0, max_score, reason)
 
@@ -155,7 +180,7 @@ def _grade_one(name, student, notebooks, expected, class_dir, max_score, timeout
     target.mkdir(parents=True)
     for filename, data in contents.items():
         (target / filename).write_bytes(data)
-    reason = _autograde(name, student, class_dir, timeout, memory_bytes)
+    reason = _autograde(root, name, student, class_dir, timeout, memory_bytes, isolate)
     if reason:
         return zero(reason)
     score, cells = _read_scores(class_dir, name, student)

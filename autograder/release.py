@@ -38,16 +38,19 @@ _LIMIT_AND_EXEC = ("import os, resource, sys; limit = int(sys.argv[1]); "
 
 def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | None = None,
              source: str = "source", release: str = "release",
-             memory_bytes: int | None = None) -> subprocess.CompletedProcess:
+             memory_bytes: int | None = None, config: Path = CONFIG,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run one nbgrader command on the course folder `root`, with the course's settings.
 
     `memory_bytes` caps the address space of nbgrader and of the kernel it starts (the
     limit is inherited), so a submission that allocates without bound gets a MemoryError
-    in its own cell instead of exhausting the machine.
+    in its own cell instead of exhausting the machine. `config` replaces the course's
+    nbgrader config file (one that loads it, see sandbox.py); `env` is added to nbgrader's
+    environment.
     """
     command = [
         sys.executable, "-m", "nbgrader", *args,
-        f"--NbGrader.config_file={CONFIG}",
+        f"--NbGrader.config_file={config}",
         f"--CourseDirectory.root={root}",
         f"--CourseDirectory.source_directory={source}",
         f"--CourseDirectory.release_directory={release}",
@@ -55,13 +58,13 @@ def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | N
     ]
     # nbgrader shells out to `alembic` and jupyter kernels by name: find them beside Python.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0", **(env or {})}
     if memory_bytes:
         # Set the limit in a small launcher that then becomes nbgrader: preexec_fn is not
         # safe here, where several grading threads start processes at once.
         command = [sys.executable, "-c", _LIMIT_AND_EXEC, str(memory_bytes), *command]
-    process = subprocess.Popen(command, cwd=cwd or root, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, cwd=cwd or root, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

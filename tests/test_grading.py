@@ -121,7 +121,7 @@ def test_hostile_submissions_cost_only_their_own_grade(tmp_path):
     assert float(rows["renamed"]["score"]) == float(rows["renamed"]["max_score"])
     # An endless loop is stopped and scores 0, with the reason.
     assert float(rows["endless_loop"]["score"]) == 0
-    assert f"stopped after {TIMEOUT} s" in rows["endless_loop"]["reason"]
+    assert f"ran longer than {TIMEOUT} s in cell " in rows["endless_loop"]["reason"]
     # Malformed files and bad ids score 0 with a reason the instructor sees on the console.
     assert float(rows["malformed"]["score"]) == 0
     assert "not a valid notebook" in rows["malformed"]["reason"]
@@ -171,9 +171,10 @@ def test_feedback_pages_hide_the_hidden_tests_and_explain_failures():
 
 
 MEMORY_BOMB = '''def scaled_dot_product_attention(Q, K, V, mask=None):
-    # 8 GiB: more address space than a grading kernel may have, yet well inside this
-    # machine's memory should the limit ever stop working (then the test times out).
-    hoard = [bytearray(1 << 30) for _ in range(8)]
+    # 8 GiB of address space, more than a grading kernel may have: refused at once under
+    # the limit. Left untouched (np.empty), so that without the limit it costs nothing and
+    # the function returns the right answer, and the test fails on the score.
+    hoard = np.empty(8 << 30, dtype=np.uint8)
     d_k = Q.shape[-1]
     scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(d_k)
     if mask is not None:
