@@ -148,10 +148,10 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     """The DPO loss (Rafailov et al. 2023) of a batch of preference pairs.
 
     Each logps argument (B,) is log pi(answer | prompt) summed over the answer's tokens, under
-    the policy being trained or the frozen reference model. With
-        chosen_rewards   = beta * (policy_chosen_logps - ref_chosen_logps),
-        rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps),
-        loss = mean over the batch of -log sigmoid(chosen_rewards - rejected_rewards).
+    the policy being trained or the frozen reference model. An answer's reward is beta times
+    how much more likely the policy makes it than the reference does (a difference of the
+    two log-probabilities); the loss is the batch mean of -log sigmoid of the chosen
+    answer's reward minus the rejected one's.
     Returns (loss, chosen_rewards, rejected_rewards); the rewards are detached (for logging).
     Raises ValueError if beta <= 0 or the four shapes differ.
     """

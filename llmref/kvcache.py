@@ -95,19 +95,19 @@ def forward_with_cache(model: GPT, idx: torch.Tensor,
                          "pass the `present` of the previous call unchanged")
     T_past = 0 if past is None else past[0][0].size(2)
     T = T_past + T_new
-    block_size = model.config.block_size
-    if T > block_size:
+    context = model.config.block_size
+    if T > context:
         raise ValueError(f"{T_past} cached + {T_new} new tokens = {T} positions, more than the "
-                         f"model's context block_size={block_size}: start again from the last "
-                         f"{block_size} tokens or generate fewer")
-    if attention_mask is None:
-        pos = torch.arange(T_past, T, device=idx.device)                 # (T_new,)
-    else:
+                         f"model's context block_size={context}: start again from the last "
+                         f"{context} tokens or generate fewer")
+    if attention_mask is not None:
         if tuple(attention_mask.shape) != (B, T):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
                              f"(B, T_past + T_new) = {(B, T)}: it covers the cached tokens too")
         real = attention_mask.to(torch.long)
         pos = (real.cumsum(dim=1) - 1).clamp(min=0)[:, T_past:]          # (B, T_new)
+    else:
+        pos = torch.arange(T_past, T, device=idx.device)                 # (T_new,)
     x = model.transformer.drop(model.transformer.wte(idx) + model.transformer.wpe(pos))
     present = []
     for layer, block in enumerate(blocks):
@@ -146,14 +146,14 @@ def generate_with_cache(model: GPT, idx: torch.Tensor, max_new_tokens: int,
         raise ValueError(f"idx must be (B, T) token ids with T >= 1, got shape "
                          f"{tuple(idx.shape)}: an empty prompt gives nothing to condition on")
     B, T = idx.shape
-    block_size = model.config.block_size
-    if T + max_new_tokens - 1 > block_size:
+    context = model.config.block_size
+    if T + max_new_tokens - 1 > context:
         raise ValueError(f"a prompt of {T} tokens and max_new_tokens={max_new_tokens} need "
                          f"{T + max_new_tokens - 1} positions in the cache, more than the "
-                         f"model's context block_size={block_size}: shorten one of them")
+                         f"model's context block_size={context}: shorten one of them")
     if max_new_tokens == 0:
         return idx
-    was_training = model.training
+    mode_on_entry = model.training  # restored on the way out, even after an error
     model.eval()                                                 # dropout off while sampling
     try:
         mask = attention_mask
@@ -171,5 +171,5 @@ def generate_with_cache(model: GPT, idx: torch.Tensor, max_new_tokens: int,
                 mask = torch.cat([mask.to(torch.bool), mask.new_ones((B, 1), dtype=torch.bool)], dim=1)
             logits, past = forward_with_cache(model, token, past, mask)
     finally:
-        model.train(was_training)
+        model.train(mode_on_entry)
     return idx
