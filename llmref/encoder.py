@@ -174,8 +174,8 @@ class WordPieceTokenizer:
         T = max(len(row) for row in rows)
         pad = self.vocab["[PAD]"]
         input_ids = torch.tensor([row + [pad] * (T - len(row)) for row in rows], dtype=torch.long)
-        attention_mask = torch.tensor([[1] * len(row) + [0] * (T - len(row)) for row in rows],
-                                      dtype=torch.long)
+        # Python ints become int64, the dtype Hugging Face's tokenizers return for masks.
+        attention_mask = torch.tensor([[1] * len(row) + [0] * (T - len(row)) for row in rows])
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "token_type_ids": torch.zeros_like(input_ids)}
 
