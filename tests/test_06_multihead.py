@@ -124,9 +124,9 @@ BAD_INPUTS = {
     "object equal to everything": (_returning(lambda out, weights: (AlwaysEqual(), AlwaysEqual())),
                                    "array of numbers"),
     "output detached": (_Detached, "not connected to the parameters"),
-    "subclasses nn.MultiheadAttention": (_TorchItself, "is or contains an nn.MultiheadAttention"),
+    "subclasses nn.MultiheadAttention": (_TorchItself, "uses nn.MultiheadAttention, which does the exercise"),
     "calls F.multi_head_attention_forward": (_CallsTheFunctional,
-                                             "calls F.multi_head_attention_forward, which does the exercise"),
+                                             "uses F.multi_head_attention_forward, which does the exercise"),
 }
 
 

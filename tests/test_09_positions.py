@@ -95,7 +95,7 @@ LOOKUP_MISTAKES = {
     "not a function": ("embedding_forward", "Expected `embedding_forward` to be a function"),
     "returns None": (lambda weight, ids: None, "is None. Does your function end with a `return`"),
     "returns text": (lambda weight, ids: "vectors", "array of numbers"),
-    "nn.Embedding": (_module_lookup, "calls F.embedding, which does the lookup for you"),
+    "nn.Embedding": (_module_lookup, "uses nn.Embedding and F.embedding, which does the exercise for you"),
     "writes into the table": (_lookup_in_place, "changed the table"),
     "the next row": (lambda weight, ids: weight[(ids + 1) % weight.shape[0]], "differ from F.embedding's"),
     "one-hot product": (lambda weight, ids: F.one_hot(ids, weight.shape[0]).to(weight.dtype) @ weight, None),
@@ -149,7 +149,7 @@ def _noise_in_unseen_rows(grad_output, ids, num_embeddings):
 
 
 GRADIENT_MISTAKES = {
-    "autograd.grad": (_by_grad, "calls torch.autograd.grad, which computes the gradient"),
+    "autograd.grad": (_by_grad, "uses torch.autograd.grad, which does the exercise for you"),
     "torch.empty": (lambda g, ids, V: torch.empty(V, g.shape[-1]).fill_(float("nan")), "NaN"),
     "mean of repeats": (_mean_of_repeats, "holds the mean of the gradients"),
     "unseen rows not zero": (_noise_in_unseen_rows, "belong to ids that do not occur"),

@@ -197,11 +197,11 @@ BAD_ATTENTION = {
     "wrong gradient": (type("CausalSelfAttention", (_WrongGradient,), {}), "the gradient of the input x is not"),
     "c_attn too narrow": (type("CausalSelfAttention", (_TransposedAttn,), {}), "c_attn is nn.Linear(n_embd, 3 * n_embd)"),
     "weight kept as a buffer": (type("CausalSelfAttention", (_BufferWeights,), {}), "not registered as a parameter"),
-    "is a TransformerEncoderLayer": (type("CausalSelfAttention", (_Library,), {}), "is an nn.TransformerEncoderLayer"),
+    "is a TransformerEncoderLayer": (type("CausalSelfAttention", (_Library,), {}), "uses nn.TransformerEncoderLayer"),
     "wraps nn.MultiheadAttention": (type("CausalSelfAttention", (_WrapsMultihead,), {}),
-                                    "contains an nn.MultiheadAttention (`inner`)"),
+                                    "uses nn.MultiheadAttention, which does the exercise"),
     "calls F.scaled_dot_product_attention": (type("CausalSelfAttention", (_Functional,), {}),
-                                             "calls F.scaled_dot_product_attention, which does the exercise"),
+                                             "uses F.scaled_dot_product_attention, which does the exercise"),
     "random with dropout 0": (type("CausalSelfAttention", (_Noisy,), {}), "changes from call to call"),
 }
 

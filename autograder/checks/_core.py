@@ -128,28 +128,242 @@ def seeded(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def watch_calls(forbidden: dict) -> Any:
-    """A context manager that records which `forbidden` torch functions run inside it.
+def _function_code(fn: Any):
+    """The code object a Python function runs (under any decorators), or None for a builtin."""
+    import inspect
 
-    `forbidden` maps a function (``torch.nn.functional.embedding``, ``torch.Tensor.backward``)
-    to the name a message shows. Every torch function, however the learner imported it,
-    passes through an active ``TorchFunctionMode``, so ``with watch_calls(F) as watch:`` leaves
-    in ``watch.used`` the names of those called, in order of first use. torch is imported
-    here, not at the top, so that the NumPy exercises' checks never load it.
-    """
+    if isinstance(fn, (staticmethod, classmethod)):
+        fn = fn.__func__
+    if isinstance(fn, property):
+        fn = fn.fget
+    try:
+        fn = inspect.unwrap(fn)
+    except ValueError:
+        return None
+    return getattr(fn, "__code__", None)
+
+
+def _c_function_module(func: Any) -> str:
+    """The module a builtin function or method belongs to, for a package key of watch_calls."""
+    module = getattr(func, "__module__", None)
+    if module:
+        return module
+    owner = getattr(func, "__self__", None)
+    if owner is None:
+        return ""
+    if isinstance(owner, type(contextlib)):        # a module-level builtin: its module
+        return owner.__name__
+    if isinstance(owner, type):                     # a classmethod: its class's module
+        return owner.__module__
+    return type(owner).__module__
+
+
+# The words every refused shortcut's message contains (tests look for them).
+SHORTCUT_PHRASE = "which does the exercise for you: the exercise asks for it by hand"
+
+# What the NumPy exercises refuse: the array libraries that would compute the answer for the
+# learner (each function is named under its own name). Package names, so nothing is imported.
+NUMPY_SHORTCUTS = {"torch": None, "jax": None, "tensorflow": None, "scipy.special": None}
+
+
+_UNSEEN = object()
+
+
+class Watch:
+    """What `watch_calls` returns: enter it around the learner's call; `used` lists, in order
+    of first use, the names of the forbidden things that ran inside it."""
+
+    def __init__(self, forbidden: dict):
+        import sys
+
+        self.used: list[str] = []
+        self.forbidden = forbidden
+        self._codes: dict = {}        # code object -> name: Python functions, class methods
+        self._classes: dict = {}      # class -> name: builtin methods of its instances count too
+        self._packages: dict = {}     # "package" -> name: any code of that package counts
+        self._torch: dict = {}        # torch function -> name, seen by a TorchFunctionMode
+        for key, name in forbidden.items():
+            if isinstance(key, str):
+                self._packages[key] = name
+            elif isinstance(key, type):
+                self._classes[key] = name
+                for member in vars(key).values():
+                    code = _function_code(member)
+                    if code is not None:
+                        self._codes[code] = name
+            else:
+                code = _function_code(key)
+                if code is not None:
+                    self._codes[code] = name
+                self._torch[key] = name   # torch's Python functions dispatch to modes too
+        self._class_tuple = tuple(self._classes)
+        self._seen: dict = {}         # code object or kind of builtin -> name or None
+        self._mode = None
+        if (self._torch or "torch" in self._packages) and "torch" in sys.modules:
+            self._mode = _torch_mode(self)
+        self._previous_profile = None
+        self._profiling = bool(self._codes or self._classes or self._packages)
+
+    def note(self, name: str) -> None:
+        if name not in self.used:
+            self.used.append(name)
+
+    def _package_of(self, module: str, function: str) -> str | None:
+        qualified = f"{module}.{function}"
+        for package, name in self._packages.items():
+            if module == package or module.startswith(package + ".") or qualified == package:
+                return name or qualified   # None: the function's own name
+        return None
+
+    def _class_of(self, owner: Any) -> str | None:
+        for cls, name in self._classes.items():
+            if isinstance(owner, cls) or owner is cls:
+                return name
+        return None
+
+    def _profile(self, frame, event, arg) -> None:
+        # Called on every call and return while the learner's code runs: each code object and
+        # each kind of builtin is judged once, then looked up.
+        if event == "call":
+            code = frame.f_code
+            name = self._seen.get(code, _UNSEEN)
+            if name is _UNSEEN:
+                name = self._codes.get(code)
+                if name is None and self._packages:
+                    name = self._package_of(frame.f_globals.get("__name__") or "", code.co_name)
+                self._seen[code] = name
+        elif event == "c_call":
+            owner = getattr(arg, "__self__", None)
+            function = getattr(arg, "__name__", "?")
+            if owner is None or isinstance(owner, (type, type(contextlib))):
+                key = (owner, getattr(arg, "__module__", None), function)
+            else:
+                key = (type(owner), None, function)
+            try:
+                name = self._seen.get(key, _UNSEEN)
+            except TypeError:  # an unhashable class: judge it every time
+                name, key = _UNSEEN, None
+            if name is _UNSEEN:
+                name = None
+                if self._class_tuple and (isinstance(owner, self._class_tuple)
+                                          or isinstance(owner, type)):
+                    name = self._class_of(owner)
+                if name is None and self._packages:
+                    name = self._package_of(_c_function_module(arg), function)
+                if key is not None:
+                    self._seen[key] = name
+        else:
+            return
+        if name is not None:
+            self.note(name)
+
+    def look_at(self, obj: Any) -> None:
+        """Count forbidden classes that `obj` is, subclasses, or holds as a submodule: an
+        object built before the watch began (or a class that overrides every method) is
+        still the library's."""
+        if not self._class_tuple or obj is None:
+            return
+        seen = [obj if isinstance(obj, type) else type(obj)]
+        children = getattr(obj, "modules", None)
+        if not isinstance(obj, type) and callable(children):
+            try:
+                seen += [type(m) for m in children()]
+            except Exception:  # the learner's object; a broken one is judged elsewhere
+                pass
+        for cls in seen:
+            for base in getattr(cls, "__mro__", ()):
+                if base in self._classes:
+                    self.note(self._classes[base])
+
+    def __enter__(self) -> "Watch":
+        import sys
+
+        if self._mode is not None:
+            self._mode.__enter__()
+        if self._profiling:
+            self._previous_profile = sys.getprofile()
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sys
+
+        if self._profiling:
+            if sys.getprofile() != self._profile:
+                self.note("sys.setprofile (which switched off the check's watch)")
+            sys.setprofile(self._previous_profile)
+        if self._mode is not None:
+            self._mode.__exit__(*exc)
+
+
+def _torch_mode(watch: Watch) -> Any:
     from torch.overrides import TorchFunctionMode
 
-    class Watch(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.used: list[str] = []
-
+    class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in forbidden and forbidden[func] not in self.used:
-                self.used.append(forbidden[func])
+            name = watch._torch.get(func)
+            if name is None and "torch" in watch._packages:   # all of torch, operators too
+                name = watch._packages["torch"] or getattr(func, "__name__", None) or repr(func)
+            if name is not None:
+                watch.note(name)
             return func(*args, **(kwargs or {}))
 
-    return Watch()
+    return Mode()
+
+
+def watch_calls(forbidden: dict) -> Watch:
+    """A context manager that records which `forbidden` things run inside it.
+
+    `forbidden` maps each forbidden thing to the name a message shows. A key is
+      - a torch function (``F.scaled_dot_product_attention``, ``torch.Tensor.backward``):
+        every torch function, however the learner imported it, passes through an active
+        ``TorchFunctionMode``;
+      - any other Python function (``torch.nn.utils.clip_grad_norm_``): its code running
+        counts, under any name or alias it was imported as;
+      - a class (``nn.Linear``, ``torch.optim.AdamW``): any of its own methods running counts
+        (building one, calling it, or a subclass reaching them through ``super()``), and
+        ``watch.look_at(obj)`` also counts an object that is, subclasses or holds one;
+      - a string, a package's name (``"rank_bm25"``, ``"tokenizers"``): any of its code
+        running counts, so the NumPy exercises can refuse ``"torch"`` without importing it
+        (with the name None, each function counts under its own name); or one function of a
+        module by its dotted name (``"torch.softmax"``, which ``x.softmax()`` runs too).
+    ``with watch_calls(F) as watch:`` leaves in ``watch.used`` the names of those run, in order
+    of first use. Only what runs inside the ``with`` is watched: a check wraps the learner's
+    call alone, so its own references may use the same library. torch is imported only when
+    a key needs it, so the NumPy exercises' checks never load it.
+    """
+    return Watch(forbidden)
+
+
+@contextlib.contextmanager
+def refuse_shortcuts(forbidden: dict, name: str, why: str, *, learner: Any = None) -> Iterator[Watch]:
+    """Watch the learner's call(s) inside; fail if one used a forbidden shortcut.
+
+    The one way checks refuse library shortcuts: the message names each forbidden call and
+    says, in `why`, what to write instead and why the exercise asks for it by hand. If the
+    learner's code also failed, the shortcut is what the learner reads about. `learner`
+    (their class or object, optional) is also looked at: a subclass of a forbidden class, or
+    one held as a submodule, counts.
+    """
+    __tracebackhide__ = True
+    watch = watch_calls(forbidden)
+    failure: CheckFailure | None = None
+    try:
+        with watch:
+            yield watch
+    except CheckFailure as exc:
+        failure = exc
+    watch.look_at(learner)
+    if watch.used:
+        shown = " and ".join(watch.used[:3]) + (" (and more)" if len(watch.used) > 3 else "")
+        message = f"`{name}` uses {shown}, {SHORTCUT_PHRASE}. {why}"
+        if failure is not None:
+            raise CheckFailure(message) from (failure.__cause__ or failure)
+        fail(message)
+    if failure is not None:
+        raise failure
+
+
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 
 from llmref.attention import scaled_dot_product_attention as reference
 
-from ._core import as_float_array, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
+from ._core import NUMPY_SHORTCUTS, as_float_array, refuse_shortcuts, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
 
 # Inputs are float64, so any correct float64 implementation agrees with the reference to
 # about 1e-13. 1e-5 still admits a learner who computes in float32 (eps 1.2e-7, summed
@@ -33,13 +33,19 @@ def _random_qkv(rng, batch_shape, q_len, k_len, d_k, d_v, scale=1.0):
     V = rng.standard_normal((*batch_shape, k_len, d_v))
     return Q, K, V
 
+# Why torch's scaled_dot_product_attention (or scipy's softmax) is refused.
+WHY_BY_HAND = ("Write it in NumPy: the scores, the scaling, the mask and the softmax written "
+               "out by hand are the exercise, and the weights it returns are what a library "
+               "kernel never shows.")
+
 
 def _run(fn: Function, Q, K, V, mask=None):
     """Call the learner's function and return (output, weights) as checked float arrays."""
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "scaled_dot_product_attention")
     kwargs = {} if mask is None else {"mask": mask}
-    result = call_learner(fn, Q.copy(), K.copy(), V.copy(), name=name, **kwargs)
+    with refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
+        result = call_learner(fn, Q.copy(), K.copy(), V.copy(), name=name, **kwargs)
     if result is None:
         fail(f"`{name}` returned None. It should end with `return output, weights`.")
     if not isinstance(result, (tuple, list)) or len(result) != 2:

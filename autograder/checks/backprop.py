@@ -20,7 +20,7 @@ from llmref.backprop import attention_backward as reference_attention
 from llmref.backprop import softmax_backward as reference_softmax
 from llmref.probability import softmax
 
-from ._core import as_float_array, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
+from ._core import NUMPY_SHORTCUTS, as_float_array, refuse_shortcuts, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
 from .attention import causal_mask
 
 # Inputs are float64, so a correct float64 implementation agrees with the reference to about
@@ -45,13 +45,19 @@ def _shape_of(value):
 
 
 # --------------------------------------------------------------------------- softmax_backward
+# Why autograd (torch, jax) is refused.
+WHY_BY_HAND = ("Derive the gradient and write it in NumPy: working out the backward pass by "
+               "hand is the exercise; autograd would hand you the numbers without the "
+               "understanding.")
+
 
 def _run_softmax(fn: Function, y, grad_y, axis):
     """Call the learner's softmax_backward; axis=None means 'rely on the default'."""
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "softmax_backward")
     kwargs = {} if axis is None else {"axis": axis}
-    result = call_learner(fn, y.copy(), grad_y.copy(), name=name, **kwargs)
+    with refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
+        result = call_learner(fn, y.copy(), grad_y.copy(), name=name, **kwargs)
     if result is None:
         fail(f"`{name}` returned None. Does it end with a `return` statement? It should "
              "return dL/dx, an array with the shape of y.")
@@ -141,7 +147,8 @@ def _run_attention(fn: Function, Q, K, V, grad_out, mask):
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "attention_backward")
     kwargs = {} if mask is None else {"mask": mask}
-    result = call_learner(fn, Q.copy(), K.copy(), V.copy(), grad_out.copy(), name=name, **kwargs)
+    with refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
+        result = call_learner(fn, Q.copy(), K.copy(), V.copy(), grad_out.copy(), name=name, **kwargs)
     if result is None:
         fail(f"`{name}` returned None. It should end with `return dQ, dK, dV`.")
     if not isinstance(result, (tuple, list)) or len(result) != 3:

@@ -33,7 +33,7 @@ from llmref.block import Block as ReferenceBlock
 from llmref.block import CausalSelfAttention as ReferenceAttention
 
 from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, watch_calls, worst_mismatch)
+                    passed, refuse_shortcuts, worst_mismatch)
 from .multihead import FORBIDDEN as ATTENTION_FUNCTIONS
 
 # The learner's module runs in float32, the reference in float64 on the same float32 weights
@@ -63,6 +63,10 @@ if hasattr(torch, "_transformer_encoder_layer_fwd"):
 # Modules that would do the same as a submodule (or as the learner's base class).
 LIBRARY_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
                    nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
+SHORTCUTS.update({cls: f"nn.{cls.__name__}" for cls in LIBRARY_MODULES})
+WHY_BY_HAND = ("Build it from nn.Linear, nn.LayerNorm, nn.GELU, nn.Dropout and your own classes, "
+               "and write the head split, the scores, the mask, the softmax and the merge with "
+               "tensor operations: that wiring is what the exercise is about.")
 
 
 @contextlib.contextmanager
@@ -154,24 +158,6 @@ def _kind_of(cls: Any, allowed: tuple[str, ...]) -> str:
 
 # --------------------------------------------------------------- building and calling
 
-def _refuse_library_modules(module: nn.Module, name: str, built: str) -> None:
-    __tracebackhide__ = True
-    try:
-        modules = list(module.named_modules())
-    except Exception as exc:  # e.g. __init__ never called super().__init__()
-        fail_from(exc, f"Listing the submodules of `{built}` raised {type(exc).__name__}: {exc}. "
-                   "Does __init__ start with super().__init__()?")
-    for path, sub in modules:
-        # Name the library class, not the learner's subclass of it.
-        library = next((c for c in type(sub).__mro__ if c in LIBRARY_MODULES), None)
-        if library is not None:
-            where = (f"contains an nn.{library.__name__} (`{path}`)" if path
-                     else f"is an nn.{library.__name__}")
-            fail(f"`{name}` {where}, which does the exercise for you. Build it from nn.Linear, "
-                 "nn.LayerNorm, nn.GELU, nn.Dropout and your own classes, and write the attention "
-                 "with tensor operations.")
-
-
 def _expected_layout(case: Case) -> str:
     return ", ".join(f"{k} {tuple(v.shape)}" for k, v in case.state.items())
 
@@ -236,11 +222,12 @@ def _build(cls: Any, case: Case, *, dropout: float = 0.0) -> nn.Module:
     __tracebackhide__ = True
     built = case.call(dropout)
     args = (case.n_embd,) if case.kind == "mlp" else (case.n_embd, case.n_head)
-    with torch.random.fork_rng(devices=[]):  # the learner's initialisation draws from the global RNG
+    # the learner's initialisation draws from the global RNG
+    with torch.random.fork_rng(devices=[]), refuse_shortcuts(SHORTCUTS, built, WHY_BY_HAND) as watch:
         module = call_learner(cls, *args, name=built, dropout=dropout, bias=case.bias)
+        watch.look_at(module)
     if not isinstance(module, nn.Module):
         fail(f"`{built}` should give an nn.Module, but gave {describe(module)}.")
-    _refuse_library_modules(module, case.name, built)
     _check_layout(module, case, built)
     try:
         module.load_state_dict(case.state)
@@ -254,12 +241,8 @@ def _run(module: nn.Module, x: torch.Tensor, name: str, *, grad: bool = False):
     """Call the learner's module on x, watching for library shortcuts. Returns (the tensor
     returned, its values as a checked float64 array)."""
     __tracebackhide__ = True
-    with torch.set_grad_enabled(grad), watch_calls(SHORTCUTS) as watch:
+    with torch.set_grad_enabled(grad), refuse_shortcuts(SHORTCUTS, f"{name}.forward", WHY_BY_HAND):
         result = call_learner(module, x, name=f"{name}.forward")
-    if watch.used:
-        fail(f"`{name}.forward` calls {' and '.join(watch.used)}, which does the exercise for you. "
-             "Write the head split, the scores, the mask, the softmax and the merge yourself with "
-             "tensor operations.")
     if result is None:
         fail(f"`{name}.forward` returned None. Does it end with `return ...`?")
     if not isinstance(result, torch.Tensor):

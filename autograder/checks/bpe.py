@@ -24,7 +24,13 @@ from llmref.bpe import encode as reference_encode
 from llmref.bpe import merge_pair as reference_merge_pair
 from llmref.bpe import train_bpe as reference_train
 
-from ._core import CheckFailure, call_learner, fail, passed, seeded
+from ._core import CheckFailure, call_learner, fail, passed, refuse_shortcuts, seeded
+
+# Tokenizer libraries that would train, encode or decode for the learner.
+SHORTCUTS = {"tokenizers": "Hugging Face tokenizers", "transformers": "transformers",
+             "tiktoken": "tiktoken", "sentencepiece": "sentencepiece"}
+WHY_BY_HAND = ("Write it in plain Python: counting pairs, merging them and replaying the merges "
+               "is the exercise, and it is how every one of those libraries works inside.")
 
 Function = Callable[..., Any]
 
@@ -178,7 +184,9 @@ def _check_merge_case(fn: Function, ids: list[int], pair: tuple[int, int], new_i
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "merge_pair")
     given = list(ids)
-    got = as_ids(call_learner(fn, given, pair, new_id, name=name),
+    with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+        returned = call_learner(fn, given, pair, new_id, name=name)
+    got = as_ids(returned,
                  f"The result of {name}({_show(ids)}, {pair}, {new_id})", name)
     if given != ids:
         fail(f"`{name}` changed the list it was given: {_show(ids)} became {_show(given)}. "
@@ -303,7 +311,9 @@ def diagnose_merges(data: bytes, num_merges: int, got: list[tuple[int, int]],
 def _train(fn: Function, data: bytes, num_merges: int) -> list[tuple[int, int]]:
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "train_bpe")
-    got = as_merges(call_learner(fn, bytes(data), num_merges, name=name), name)
+    with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+        returned = call_learner(fn, bytes(data), num_merges, name=name)
+    got = as_merges(returned, name)
     diagnose_merges(data, num_merges, got, reference_train(data, num_merges), name)
     return got
 
@@ -361,7 +371,8 @@ def _encode(fn: Function, text: str | bytes, merges: Sequence[tuple[int, int]]) 
     name = getattr(fn, "__name__", "encode")
     kind = "str" if isinstance(text, str) else "bytes"
     try:
-        result = call_learner(fn, text, [tuple(p) for p in merges], name=name)
+        with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+            result = call_learner(fn, text, [tuple(p) for p in merges], name=name)
     except CheckFailure as failure:
         if kind == "bytes" and failure.__cause__ is not None:
             raise CheckFailure(f"{failure}\n`{name}` must accept bytes as well as str: only a "
@@ -435,7 +446,8 @@ def check_encode(fn: Function, *, seed: int = 0, num_chars: int = 3000, num_merg
 def _decode(fn: Function, ids: list[int], merges: Sequence[tuple[int, int]]) -> bytes:
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "decode")
-    result = call_learner(fn, list(ids), [tuple(p) for p in merges], name=name)
+    with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+        result = call_learner(fn, list(ids), [tuple(p) for p in merges], name=name)
     if result is None:
         fail(f"`{name}` returned None. It should end with `return` and the bytes.")
     if isinstance(result, str):

@@ -30,8 +30,18 @@ from llmref.encoder import (WordPieceTokenizer, is_cjk, is_control, is_punctuati
                             load_encoder, minilm_folder)
 
 from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, watch_calls, worst_mismatch)
-from .block import LIBRARY_MODULES, SHORTCUTS
+                    passed, refuse_shortcuts, worst_mismatch)
+from .block import SHORTCUTS
+
+# The libraries that tokenize or encode for the learner (the checks use them as references).
+LIBRARY_SHORTCUTS = {"tokenizers": "Hugging Face tokenizers", "transformers": "transformers",
+                     "sentence_transformers": "sentence-transformers"}
+MODEL_SHORTCUTS = {**SHORTCUTS, **LIBRARY_SHORTCUTS}
+WHY_TOKENIZER = ("Write the normalisation, the splitting and the greedy longest-match WordPiece "
+                 "yourself: how a real tokenizer turns text into ids is the exercise.")
+WHY_MODEL = ("Build it from nn.Linear, nn.LayerNorm, nn.Embedding and your own classes, and write "
+             "the scores, the mask, the softmax and the heads with tensor operations: loading "
+             "real weights into a model you wrote is the exercise.")
 
 MINILM = minilm_folder()
 
@@ -199,15 +209,19 @@ def check_tokenizer(cls: Any, sentences: Sequence[str] | None = None, max_length
     if not isinstance(cls, type):
         fail(f"Expected the class `WordPieceTokenizer`, but got {describe(cls)}. Pass the class "
              "itself, and re-run the cell that defines it.")
-    tok = call_learner(getattr(cls, "from_folder", None), MINILM, name="WordPieceTokenizer.from_folder")
+    with refuse_shortcuts(LIBRARY_SHORTCUTS, "WordPieceTokenizer.from_folder", WHY_TOKENIZER):
+        tok = call_learner(getattr(cls, "from_folder", None), MINILM,
+                           name="WordPieceTokenizer.from_folder")
     ref = _reference_tokenizer()
     for sentence in sentences:
-        words = call_learner(tok.basic_tokenize, sentence, name="basic_tokenize")
+        with refuse_shortcuts(LIBRARY_SHORTCUTS, "basic_tokenize", WHY_TOKENIZER):
+            words = call_learner(tok.basic_tokenize, sentence, name="basic_tokenize")
         expected = ref.basic_tokenize(sentence)
         if not isinstance(words, list) or words != expected:
             fail(_diagnose_words(sentence, words if isinstance(words, list) else [words], expected))
         for word in expected:
-            pieces = call_learner(tok.wordpiece, word, name="wordpiece")
+            with refuse_shortcuts(LIBRARY_SHORTCUTS, "wordpiece", WHY_TOKENIZER):
+                pieces = call_learner(tok.wordpiece, word, name="wordpiece")
             right = ref.wordpiece(word)
             if not isinstance(pieces, list) or pieces != right:
                 fail(_diagnose_pieces(word, pieces if isinstance(pieces, list) else [pieces], right))
@@ -215,7 +229,9 @@ def check_tokenizer(cls: Any, sentences: Sequence[str] | None = None, max_length
     limit = ref.max_length if max_length is None else max_length
     kwargs = {} if max_length is None else {"max_length": max_length}
     call = f"encode({len(sentences)} sentences{', max_length=' + str(max_length) if max_length else ''})"
-    batch = _as_tensor_dict(call_learner(tok.encode, sentences, name="encode", **kwargs), f"`{call}`")
+    with refuse_shortcuts(LIBRARY_SHORTCUTS, "encode", WHY_TOKENIZER):
+        encoded = call_learner(tok.encode, sentences, name="encode", **kwargs)
+    batch = _as_tensor_dict(encoded, f"`{call}`")
     ids, mask = _expected_encoding(sentences, limit)
     got_ids = batch["input_ids"]
     shape = tuple(getattr(got_ids, "shape", ()))
@@ -253,15 +269,6 @@ def check_tokenizer(cls: Any, sentences: Sequence[str] | None = None, max_length
 
 # -------------------------------------------------------------------------- the block
 
-def _refuse_library(module: nn.Module, built: str) -> None:
-    __tracebackhide__ = True
-    for path, sub in module.named_modules():
-        library = next((c for c in type(sub).__mro__ if c in LIBRARY_MODULES), None)
-        if library is not None:
-            fail(f"`{built}` contains an nn.{library.__name__} (`{path or 'itself'}`), which does the "
-                 "exercise for you. Build it from nn.Linear, nn.LayerNorm and tensor operations.")
-
-
 def _load(module: Any, state: dict, built: str) -> nn.Module:
     """Check that `module` has exactly the reference's names and shapes, and load `state`."""
     __tracebackhide__ = True
@@ -272,7 +279,6 @@ def _load(module: Any, state: dict, built: str) -> nn.Module:
     except Exception as exc:
         fail_from(exc, f"`{built}.state_dict()` raised {type(exc).__name__}: {exc}. Does __init__ "
                        "start with super().__init__()?")
-    _refuse_library(module, built)
     expected = {k: tuple(v.shape) for k, v in state.items()}
     if saved != expected:
         missing = [f"{k} {expected[k]}" for k in expected if k not in saved]
@@ -358,14 +364,12 @@ def check_block(cls: Any, seed: int = 0, n_embd: int = 32, n_head: int = 4, n_in
     state = {k: v.clone() for k, v in ref.state_dict().items()}
     x = 2 * torch.randn(batch, length, n_embd, generator=gen)
     mask = _padding_mask(gen, batch, length)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), refuse_shortcuts(MODEL_SHORTCUTS, built, WHY_MODEL) as watch:
         module = call_learner(cls, n_embd, n_head, n_inner, 1e-12, name=built)
+        watch.look_at(module)
     module = _load(module, state, built)
-    with torch.no_grad(), watch_calls(SHORTCUTS) as watch:
+    with torch.no_grad(), refuse_shortcuts(MODEL_SHORTCUTS, "EncoderBlock.forward", WHY_MODEL):
         out = call_learner(module, x.clone(), mask.clone(), name=f"{built}.forward")
-    if watch.used:
-        fail(f"`EncoderBlock.forward` calls {' and '.join(watch.used)}, which does the exercise for "
-             "you. Write the scores, the mask, the softmax and the heads with tensor operations.")
     got = as_float_array(out, f"The output of `{built}`", x.shape)
     bad = find_bad_values(got)
     if bad:
@@ -401,8 +405,9 @@ def _build_encoder(cls: Any) -> nn.Module:
     built = "Encoder(EncoderConfig(...MiniLM's config.json...))"
     if not isinstance(cls, type):
         fail(f"Expected the class `Encoder`, but got {describe(cls)}.")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), refuse_shortcuts(MODEL_SHORTCUTS, "Encoder", WHY_MODEL) as watch:
         module = call_learner(cls, ref.config, name=built)
+        watch.look_at(module)
     return _load(module, ref.state_dict(), built)
 
 
@@ -445,10 +450,8 @@ def _run_encoder(module: nn.Module, batch: dict, method: str) -> Any:
     __tracebackhide__ = True
     fn = module if method == "forward" else getattr(module, method, None)
     args = {k: v.clone() for k, v in batch.items()}
-    with torch.no_grad(), watch_calls(SHORTCUTS) as watch:
+    with torch.no_grad(), refuse_shortcuts(MODEL_SHORTCUTS, f"Encoder.{method}", WHY_MODEL):
         out = call_learner(fn, name=f"Encoder.{method}", **args)
-    if watch.used:
-        fail(f"`Encoder.{method}` calls {' and '.join(watch.used)}, which does the exercise for you.")
     return out
 
 

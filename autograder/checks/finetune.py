@@ -27,8 +27,16 @@ from torch import nn
 
 from llmref.gpt import GPT, GPTConfig
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, fail_from,
+from ._core import (CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, fail_from,
                     find_bad_values, passed, torch_isolated, worst_mismatch)
+
+# Libraries that add adapters or compute preference losses for the learner (peft is the
+# checks' independent reference for LoRA).
+SHORTCUTS = {"peft": "peft", "trl": "trl"}
+WHY_LORA = ("Write the adapter yourself: a frozen base, A (r, in) and B (out, r) with B at zero, "
+            "and the scaling alpha / r. Knowing what peft adds to a layer is the exercise.")
+WHY_DPO = ("Write the loss yourself from the four log-probabilities: the margin against the "
+           "reference model and its log-sigmoid are the exercise.")
 
 # LoRA in float32 against the formula in float64: a product of three matrices of inner sizes
 # <= 40 on values of order 1 rounds to ~1e-6 (measured: < 5e-7); 1e-5 leaves a margin of 20,
@@ -108,7 +116,8 @@ def _lora_variants(x, W, b, A, B, r, alpha) -> dict[str, np.ndarray]:
 
 def _build_lora(LoRALinear, base: nn.Linear, r: int, alpha: float) -> nn.Module:
     __tracebackhide__ = True
-    layer = call_learner(LoRALinear, base, r, alpha, name="LoRALinear")
+    with refuse_shortcuts(SHORTCUTS, "LoRALinear", WHY_LORA):
+        layer = call_learner(LoRALinear, base, r, alpha, name="LoRALinear")
     if not isinstance(layer, nn.Module):
         fail(f"LoRALinear(...) made a {type(layer).__name__}, not an nn.Module. Is it a class "
              "that subclasses nn.Module and calls super().__init__()?")
@@ -271,7 +280,8 @@ def check_lora_in_gpt(LoRALinear, add_lora, merge_lora, *, seed: int = 33, r: in
         ids = torch.randint(23, (2, 8))
         with torch.no_grad():
             original = _numpy(model(ids)[0])
-        call_learner(add_lora, model, r, alpha, name="add_lora")
+        with refuse_shortcuts(SHORTCUTS, "add_lora", WHY_LORA):
+            call_learner(add_lora, model, r, alpha, name="add_lora")
         expected_count = config.n_layer * r * (16 + 48 + 16 + 16 + 16 + 64 + 64 + 16)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if trainable != expected_count:
@@ -289,7 +299,8 @@ def check_lora_in_gpt(LoRALinear, add_lora, merge_lora, *, seed: int = 33, r: in
                 if isinstance(module, LoRALinear):
                     module.lora_B.copy_(0.1 * torch.randn(module.lora_B.shape, generator=gen))
             tuned = _numpy(model(ids)[0])
-            call_learner(merge_lora, model, name="merge_lora")
+            with refuse_shortcuts(SHORTCUTS, "merge_lora", WHY_LORA):
+                call_learner(merge_lora, model, name="merge_lora")
             merged = _numpy(model(ids)[0])
         if not _allclose(merged, tuned, 1e-4, 1e-4):  # through two blocks: rounding ~1e-6 on logits ~1
             fail(f"The merged GPT differs from the adapted one: {worst_mismatch(merged, tuned)}.")
@@ -488,7 +499,8 @@ def check_dpo_loss(dpo_loss, *, seed: int = 60, batch: int = 5, beta: float = 0.
         pc, pr, rc, rr = _dpo_inputs(seed, batch, spread, beta)
         what = f"a batch of {batch} pair{'' if batch == 1 else 's'}, beta={beta:g}" + (", margins up to ±200" if batch >= 3 else "")
         expected, chosen, rejected, grad_c = _dpo_reference(pc, pr, rc, rr, beta)
-        result = call_learner(dpo_loss, pc, pr, rc, rr, beta, name="dpo_loss")
+        with refuse_shortcuts(SHORTCUTS, "dpo_loss", WHY_DPO):
+            result = call_learner(dpo_loss, pc, pr, rc, rr, beta, name="dpo_loss")
         if not isinstance(result, (tuple, list)) or len(result) != 3:
             fail(f"dpo_loss returned {describe(result)}; it should return three things: "
                  "(loss, chosen_rewards, rejected_rewards).")

@@ -30,9 +30,17 @@ from llmref import kvcache as ref
 from llmref.block import CausalSelfAttention
 from llmref.gpt import GPT, GPTConfig
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, fail_from,
+from ._core import (CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, fail_from,
                     find_bad_values, passed, torch_isolated, worst_mismatch)
 from .gpt import _random_state
+from .multihead import FORBIDDEN as ATTENTION_FUNCTIONS
+
+# Attention computed whole by a library kernel, or a library's cache: the exercise done for
+# the learner (the checks' own references may use them).
+SHORTCUTS = {**ATTENTION_FUNCTIONS, "transformers": "transformers"}
+WHY_BY_HAND = ("Write the new keys' and values' concatenation to the cache, the scores, the mask "
+               "(causal and padding, offset by the cached length) and the softmax yourself: that "
+               "bookkeeping is what the exercise is about.")
 
 # Every size distinct (V=23, block_size=19, C=16, 2 heads of 8, 3 layers, batch 3), so that a
 # tensor built from the wrong size cannot broadcast by luck and a message's numbers are unique.
@@ -141,7 +149,8 @@ def _call_attend(fn, attn, x, past_kv, mask, B, T, T_new, C, config) -> tuple[np
     args = (attn, x.clone(), None if past_kv is None else tuple(t.clone() for t in past_kv),
             None if mask is None else mask.clone())
     try:
-        result = call_learner(fn, *args, name="attend_with_cache")
+        with refuse_shortcuts(SHORTCUTS, "attend_with_cache", WHY_BY_HAND):
+            result = call_learner(fn, *args, name="attend_with_cache")
     except CheckFailure as failure:
         cause = failure.__cause__
         if past_kv is not None and isinstance(cause, RuntimeError):
@@ -317,7 +326,8 @@ def _call_forward(fn, model, idx, past, mask, config, B, T, T_new) -> tuple[np.n
     __tracebackhide__ = True
     args = (model, idx.clone(), None if past is None else [tuple(kv) for kv in past],
             None if mask is None else mask.clone())
-    result = call_learner(fn, *args, name="forward_with_cache")
+    with refuse_shortcuts(SHORTCUTS, "forward_with_cache", WHY_BY_HAND):
+        result = call_learner(fn, *args, name="forward_with_cache")
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         fail(f"forward_with_cache should return a pair (logits, present), but returned "
              f"{describe(result)}.")

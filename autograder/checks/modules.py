@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import as_float_array, call_learner, fail, find_bad_values, passed, worst_mismatch
+from ._core import (as_float_array, call_learner, fail, find_bad_values, passed, refuse_shortcuts,
+                    worst_mismatch)
 
 # Everything runs in float64. A correct implementation differs from PyTorch's only in the
 # order of its sums (PyTorch fuses x @ W.T + b into one addmm and computes LayerNorm in one
@@ -34,6 +35,24 @@ RTOL = 1e-9
 ATOL = 1e-9
 
 Module = Any
+
+# The library calls that would do each exercise for the learner (refused while their code
+# runs; the checks' own references use them freely), and what to write instead.
+SHORTCUTS = {
+    "Linear": ({nn.Linear: "nn.Linear", nn.functional.linear: "F.linear",
+                nn.Bilinear: "nn.Bilinear"},
+               "Write the layer from its parts: a weight nn.Parameter of shape (out_features, "
+               "in_features) and a bias, their uniform initialisation, and x @ weight.T + bias. "
+               "Seeing that a layer is only this, and owning its parameters' names, shapes and "
+               "initial values, is what every later exercise builds on."),
+    "LayerNorm": ({nn.LayerNorm: "nn.LayerNorm", nn.functional.layer_norm: "F.layer_norm",
+                   torch.layer_norm: "torch.layer_norm",
+                   torch.native_layer_norm: "torch.native_layer_norm",
+                   nn.GroupNorm: "nn.GroupNorm", nn.functional.group_norm: "F.group_norm"},
+                  "Compute the mean and the biased variance over the normalised dimensions, "
+                  "divide by sqrt(var + eps) and apply weight and bias yourself: where eps goes "
+                  "and which variance is used are exactly what the exercise is about."),
+}
 
 
 @contextlib.contextmanager
@@ -54,7 +73,9 @@ def _build(cls: Any, *args, name: str, **kwargs) -> nn.Module:
              f"{type(cls).__name__}. Did a later cell reassign the name? Re-run the cell that "
              "defines it.")
     shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
-    module = call_learner(cls, *args, name=f"{name}({shown})", **kwargs)
+    forbidden, why = SHORTCUTS[name]
+    with refuse_shortcuts(forbidden, f"{name}({shown})", why, learner=cls):
+        module = call_learner(cls, *args, name=f"{name}({shown})", **kwargs)
     if not isinstance(module, nn.Module):
         fail(f"`{name}` should subclass torch.nn.Module (`class {name}(nn.Module):`), so that "
              "PyTorch can find its parameters, move it with .to() and load a state dict.")
@@ -117,7 +138,9 @@ def _forward(module: nn.Module, x: torch.Tensor, name: str,
     """Call the learner's module on x; the result must be a tensor of the expected shape.
     Returns the tensor (for backward) and its values."""
     __tracebackhide__ = True
-    result = call_learner(module, x, name=f"{name}.forward")
+    forbidden, why = SHORTCUTS[name]
+    with refuse_shortcuts(forbidden, f"{name}.forward", why, learner=module):
+        result = call_learner(module, x, name=f"{name}.forward")
     if result is None:
         fail(f"`{name}.forward` returned None. Does it end with a `return` statement?")
     if not isinstance(result, torch.Tensor):

@@ -25,7 +25,7 @@ from torch import nn
 from llmref.multihead import MultiHeadAttention as Reference
 
 from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, watch_calls, worst_mismatch)
+                    passed, refuse_shortcuts, worst_mismatch)
 
 # The learner's module runs in float32, the reference in float64 on the same (float32)
 # weights and inputs, so the reference is exact to ~1e-15 and the difference is the
@@ -42,7 +42,12 @@ FORBIDDEN = {
     nn.functional.scaled_dot_product_attention: "F.scaled_dot_product_attention",
     nn.functional.multi_head_attention_forward: "F.multi_head_attention_forward",
     torch._native_multi_head_attention: "torch._native_multi_head_attention",
+    nn.MultiheadAttention: "nn.MultiheadAttention",
 }
+WHY_BY_HAND = ("Subclass nn.Module, create the parameters yourself, and write the head split, "
+               "the scores, the masks, the softmax and the merge with tensor operations: "
+               "reproducing nn.MultiheadAttention on its own weights is how you find out that "
+               "you understood it exactly.")
 
 
 # ----------------------------------------------------------------------------- test cases
@@ -146,12 +151,9 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
              "Pass the class itself (not an instance), and re-run the cell that defines it.")
     name = cls.__name__
     kwargs = {} if case.bias else {"bias": False}
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND) as watch:
         module = call_learner(cls, case.embed_dim, case.num_heads, name=name, **kwargs)
-
-    if any(isinstance(m, nn.MultiheadAttention) for m in module.modules()):
-        fail(f"`{name}` is or contains an nn.MultiheadAttention, which does the exercise for you. "
-             "Subclass nn.Module and create the parameters yourself.")
+        watch.look_at(module)
     E, h = case.embed_dim, case.num_heads
     expected = {k: tuple(v.shape) for k, v in case.state.items()}
     try:
@@ -218,12 +220,8 @@ def _forward(module: nn.Module, case: Case, *, need_weights: bool | None = None,
     self_attention = case.key is case.query
     key = query if self_attention else case.key.clone()
     value = query if self_attention else case.value.clone()
-    with torch.set_grad_enabled(grad), watch_calls(FORBIDDEN) as watch:
+    with torch.set_grad_enabled(grad), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND):
         result = call_learner(module, query, key, value, name=name, **kwargs)
-    if watch.used:
-        fail(f"`{name}` calls {' and '.join(watch.used)}, which does the exercise for you. "
-             "Write the head split, the scores, the masks, the softmax and the merge yourself "
-             "with tensor operations.")
     if result is None:
         fail(f"`{name}` returned None. It should end with `return output, weights`, "
              "like nn.MultiheadAttention.")

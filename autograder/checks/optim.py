@@ -18,7 +18,7 @@ import numpy as np
 from llmref.optim import Adam as ReferenceAdam
 from llmref.optim import adam_step as reference_step
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, find_bad_values,
+from ._core import (NUMPY_SHORTCUTS, CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, find_bad_values,
                     passed, seeded, worst_mismatch)
 
 # Everything is float64. A correct adam_step differs from the reference only in the order of
@@ -34,6 +34,10 @@ ATOL = 1e-300
 DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
 Function = Callable[..., object]
+
+# torch.optim.Adam (or any of torch) computes the step for the learner.
+WHY_BY_HAND = ("Write the update in NumPy: the moment estimates, their bias correction and "
+               "where eps goes are the exercise, and what torch.optim.Adam hides.")
 
 
 def _close(actual, expected) -> bool:
@@ -169,7 +173,9 @@ def _diagnose_param(actual, p, g, m, v, t, hyper) -> None:
 
 def _run_step(fn: Function, p, g, m, v, t, kwargs):
     __tracebackhide__ = True
-    result = call_learner(fn, p.copy(), g.copy(), m.copy(), v.copy(), t, name="adam_step", **kwargs)
+    with refuse_shortcuts(NUMPY_SHORTCUTS, "adam_step", WHY_BY_HAND):
+        result = call_learner(fn, p.copy(), g.copy(), m.copy(), v.copy(), t, name="adam_step",
+                              **kwargs)
     if result is None:
         fail("`adam_step` returned None. It should end with `return new_param, new_m, new_v`.")
     if not isinstance(result, (tuple, list)) or len(result) != 3:
@@ -286,7 +292,8 @@ def _make(cls, params, lr, betas, eps):
     if not callable(cls):
         fail(f"Expected `Adam` to be a class, but it is {describe(cls)}. Did a later cell "
              "reassign the name? Re-run the cell that defines it.")
-    optimizer = call_learner(cls, params, lr=lr, betas=betas, eps=eps, name="Adam")
+    with refuse_shortcuts(NUMPY_SHORTCUTS, "Adam", WHY_BY_HAND):
+        optimizer = call_learner(cls, params, lr=lr, betas=betas, eps=eps, name="Adam")
     if not callable(getattr(optimizer, "step", None)):
         fail("An Adam object has no step method: define `def step(self, grads):` inside the "
              "class, indented like __init__.")
@@ -296,7 +303,8 @@ def _make(cls, params, lr, betas, eps):
 def _learner_step(optimizer, grads) -> None:
     __tracebackhide__ = True
     try:
-        call_learner(optimizer.step, [g.copy() for g in grads], name="Adam.step")
+        with refuse_shortcuts(NUMPY_SHORTCUTS, "Adam.step", WHY_BY_HAND):
+            call_learner(optimizer.step, [g.copy() for g in grads], name="Adam.step")
     except CheckFailure as failure:
         extra = _per_parameter_hint(failure.__cause__) if failure.__cause__ is not None else None
         if extra:

@@ -13,25 +13,25 @@ global random state are restored afterwards.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
 import numbers
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-from unittest import mock
+from typing import Any
 
 import numpy as np
 import torch
+import torch.optim.adam as _adam_module    # the functional updates live there
+import torch.optim.adamw as _adamw_module
 from torch import nn
 
 from llmref import pretrain as reference
 from llmref.corpus import windows as numpy_windows
 from llmref.gpt import GPT, GPTConfig
 
-from ._core import CheckFailure, call_learner, describe, fail, passed, torch_isolated
+from ._core import CheckFailure, call_learner, describe, fail, passed, refuse_shortcuts, torch_isolated
 
 VOCAB = 23  # a vocabulary that is no power of two, so that shapes cannot be confused
 
@@ -170,27 +170,27 @@ ADAMW_MISTAKES = {
 }
 
 
-@contextlib.contextmanager
-def _watch_delegation() -> Iterator[list[str]]:
-    """Record whether torch's Adam/AdamW code runs: the exercise is to write the update."""
-    used: list[str] = []
-    import torch.optim.adam as adam_module
-    import torch.optim.adamw as adamw_module
-
-    def spy(name, original):
-        def wrapper(*args, **kwargs):
-            used.append(name)
-            return original(*args, **kwargs)
-        return wrapper
-
-    patches = [mock.patch.object(adam_module, "adam", spy("torch.optim.Adam", adam_module.adam))]
-    if hasattr(adamw_module, "adamw"):
-        patches.append(mock.patch.object(adamw_module, "adamw",
-                                         spy("torch.optim.AdamW", adamw_module.adamw)))
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
-        yield used
+# torch's own optimizers, their functional update and fused kernels: the update written for
+# the learner. A subclass of torch.optim.AdamW, or one built inside step(), runs their code.
+ADAMW_SHORTCUTS = {torch.optim.Adam: "torch.optim.Adam", torch.optim.AdamW: "torch.optim.AdamW",
+                   _adam_module.adam: "torch.optim.Adam's update"}
+if hasattr(_adamw_module, "adamw"):
+    ADAMW_SHORTCUTS[_adamw_module.adamw] = "torch.optim.AdamW's update"
+for _fused in ("_fused_adam_", "_fused_adamw_"):
+    if hasattr(torch, _fused):
+        ADAMW_SHORTCUTS[getattr(torch, _fused)] = f"torch.{_fused}"
+WHY_ADAMW = ("Write the update yourself, with tensor operations on each parameter, its gradient "
+             "and its state: the moments, the bias correction and the decoupled decay are the "
+             "exercise.")
+CLIP_SHORTCUTS = {f: f"torch.nn.utils.{name}" for name in
+                  ("clip_grad_norm_", "clip_grad_norm", "clip_grads_with_norm_", "get_total_norm")
+                  if (f := getattr(torch.nn.utils, name, None)) is not None}
+WHY_CLIP = ("Compute the global norm of all the gradients and scale them yourself: the check "
+            "compares you with torch.nn.utils.clip_grad_norm_, and one norm over every "
+            "parameter (not one per tensor) is the point.")
+SCHEDULE_SHORTCUTS = {"torch.optim.lr_scheduler": "torch.optim.lr_scheduler"}
+WHY_SCHEDULE = ("Write the warm-up and the cosine decay as a formula of the step: the schedule "
+                "is the exercise.")
 
 
 def _make_adamw(cls, groups, defaults) -> torch.optim.Optimizer:
@@ -198,7 +198,9 @@ def _make_adamw(cls, groups, defaults) -> torch.optim.Optimizer:
     if not isinstance(cls, type):
         fail(f"Expected `AdamW` to be a class, but it is {describe(cls)}. Did a later cell reassign "
              "the name? Re-run the cell that defines it.")
-    optimizer = call_learner(cls, groups, name="AdamW", **defaults)
+    with refuse_shortcuts(ADAMW_SHORTCUTS, "AdamW", WHY_ADAMW, learner=cls) as watch:
+        optimizer = call_learner(cls, groups, name="AdamW", **defaults)
+        watch.look_at(optimizer)
     if not isinstance(optimizer, torch.optim.Optimizer):
         fail("AdamW should be a subclass of torch.optim.Optimizer (class AdamW(torch.optim.Optimizer)) "
              "whose __init__ calls super().__init__(params, defaults), as the given code does.")
@@ -207,7 +209,7 @@ def _make_adamw(cls, groups, defaults) -> torch.optim.Optimizer:
 
 def _learner_step(optimizer) -> None:
     __tracebackhide__ = True
-    with _watch_delegation() as used:
+    with refuse_shortcuts(ADAMW_SHORTCUTS, "AdamW.step", WHY_ADAMW):
         try:
             call_learner(optimizer.step, name="AdamW.step")
         except CheckFailure as failure:
@@ -217,9 +219,6 @@ def _learner_step(optimizer) -> None:
                                    "None: the loss did not use it). Like torch, skip it: no decay, "
                                    "no update.") from failure.__cause__
             raise
-    if used:
-        fail(f"Your step() runs {used[0]}'s own update. Write the update yourself, with tensor "
-             "operations on each parameter, its gradient and its state.")
 
 
 def check_adamw_steps(AdamW, *, seed: int = 0, steps: int = 5, lr: float = 0.02,
@@ -503,7 +502,8 @@ def check_lr_at(lr_at, *, max_lr: float = 6e-3, min_lr: float = 4e-4, warmup_ste
     hyper = dict(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
     got = {}
     for step in points:
-        value = call_learner(lr_at, step, name="lr_at", **hyper)
+        with refuse_shortcuts(SCHEDULE_SHORTCUTS, "lr_at", WHY_SCHEDULE):
+            value = call_learner(lr_at, step, name="lr_at", **hyper)
         if value is None:
             fail("`lr_at` returned None. It should end with `return` and the learning rate.")
         if isinstance(value, torch.Tensor) or isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -550,26 +550,6 @@ def _grad_model(seed: int, scale: float) -> nn.Module:
     return model
 
 
-@contextlib.contextmanager
-def _watch_torch_clipping() -> Iterator[list[str]]:
-    """Record whether torch's own clipping runs (clip_grad_norm_ looks its helpers up at call
-    time, however the learner imported it); a torch without those helpers is not watched."""
-    used: list[str] = []
-    import torch.nn.utils.clip_grad as clip_module
-
-    original = getattr(clip_module, "_clip_grads_with_norm_", None)
-    if original is None:
-        yield used
-        return
-
-    def spy(*args, **kwargs):
-        used.append("torch.nn.utils.clip_grad_norm_")
-        return original(*args, **kwargs)
-
-    with mock.patch.object(clip_module, "_clip_grads_with_norm_", spy):
-        yield used
-
-
 def check_clip_grad_norm(clip_grad_norm, *, seed: int = 0, max_norm: float = 1.0) -> None:
     """Against torch.nn.utils.clip_grad_norm_, with model.parameters() (a generator) as the
     argument: once above the threshold (returned norm and clipped gradients), once below
@@ -578,11 +558,8 @@ def check_clip_grad_norm(clip_grad_norm, *, seed: int = 0, max_norm: float = 1.0
     for scale, below in ((10.0, False), (max_norm / 1000, True)):
         model, theirs = _grad_model(seed, scale * max_norm), _grad_model(seed, scale * max_norm)
         before = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-        with torch_isolated(seed), _watch_torch_clipping() as used:
+        with torch_isolated(seed), refuse_shortcuts(CLIP_SHORTCUTS, "clip_grad_norm", WHY_CLIP):
             result = call_learner(clip_grad_norm, model.parameters(), max_norm, name="clip_grad_norm")
-        if used:
-            fail("Your clip_grad_norm calls torch.nn.utils.clip_grad_norm_, which the check compares "
-                 "you with: compute the global norm and scale the gradients yourself.")
         expected = float(torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm))
         grads = [p.grad for p in model.parameters()]
         want = [p.grad for p in theirs.parameters()]

@@ -19,7 +19,7 @@ from llmref.probability import cross_entropy as reference_cross_entropy
 from llmref.probability import log_softmax as reference_log_softmax
 from llmref.probability import softmax as reference_softmax
 
-from ._core import (CheckFailure, as_float_array, call_learner, fail, find_bad_values, passed,
+from ._core import (refuse_shortcuts, CheckFailure, as_float_array, call_learner, fail, find_bad_values, passed,
                     seeded, worst_mismatch)
 
 # Inputs are float64. Correct implementations differ only in rounding: a few ulps of the
@@ -46,6 +46,18 @@ DEPENDS_HINT = ("If your function calls your softmax or log_softmax, make that f
                 "pass first.")
 
 
+# The library functions that compute a softmax, a log-softmax or a cross-entropy for the learner.
+# Only those: a cross_entropy may return its number as a torch tensor (tests/test_01_softmax.py).
+SHORTCUTS = {"scipy.special": None, "jax": None, "torch.nn.functional": None, "torch.special": None,
+             **{f"torch.{f}": None for f in ("softmax", "log_softmax", "logsumexp",
+                                             "cross_entropy", "nll_loss", "_softmax",
+                                             "_log_softmax")}}
+# Why the exercise refuses them.
+WHY_BY_HAND = ("Write it in NumPy: subtracting the maximum, exponentiating and normalising "
+               "yourself is the exercise, and it is where the overflow of large logits is won "
+               "or lost.")
+
+
 # --------------------------------------------------------------------------- helpers
 
 def _call(fn: Function, *args, name: str, hint: Callable[[Exception], str | None] | None = None,
@@ -54,7 +66,8 @@ def _call(fn: Function, *args, name: str, hint: Callable[[Exception], str | None
     code raises."""
     __tracebackhide__ = True
     try:
-        return call_learner(fn, *args, name=name, **kwargs)
+        with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+            return call_learner(fn, *args, name=name, **kwargs)
     except CheckFailure as failure:
         extra = hint(failure.__cause__) if hint and failure.__cause__ is not None else None
         if extra:

@@ -17,7 +17,7 @@ import numpy as np
 
 from llmref import sampling as reference
 
-from ._core import as_float_array, call_learner, fail, fail_from, passed, seeded, worst_mismatch
+from ._core import NUMPY_SHORTCUTS, as_float_array, refuse_shortcuts, call_learner, fail, fail_from, passed, seeded, worst_mismatch
 
 # Dividing by the penalty or temperature, or multiplying by its inverse, differ by one
 # rounding (relative 1.1e-16 in float64); 1e-12 forgives any such order of operations and
@@ -39,12 +39,19 @@ def _shown(logits: np.ndarray, limit: int = 8) -> str:
     text = ", ".join("-inf" if v == -np.inf else f"{v:g}" for v in row[:limit])
     return "[" + text + (", ...]" if row.size > limit else "]")
 
+# torch's sampling and Hugging Face's logits processors would do the exercise; and the
+# ONNX Runtime generation of the export chapter reuses this code where there is no torch.
+SHORTCUTS = {**NUMPY_SHORTCUTS, "transformers": None}
+WHY_BY_HAND = ("Write the strategy in NumPy: filtering and sampling the logits yourself is the "
+               "exercise, and the export chapter runs this code where there is no PyTorch.")
+
 
 def _call(fn: Function, name: str, logits: np.ndarray, *args, **kwargs):
     """Call the learner's function on a copy it may not change; fail if it changed it."""
     __tracebackhide__ = True
     given = logits.copy()
-    result = call_learner(fn, given, *args, name=name, **kwargs)
+    with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+        result = call_learner(fn, given, *args, name=name, **kwargs)
     if not np.array_equal(given, logits, equal_nan=True):
         fail(f"`{name}` changed the logits it was given (in place). The caller may still need "
              "them: build a new array (np.where(...) does) or work on logits.copy().")

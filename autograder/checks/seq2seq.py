@@ -30,7 +30,7 @@ from torch import nn
 from llmref import seq2seq as ref
 
 from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, fail_from,
-                    find_bad_values, passed, torch_isolated, watch_calls, worst_mismatch)
+                    find_bad_values, passed, refuse_shortcuts, torch_isolated, worst_mismatch)
 
 # Cross-attention runs in float64 on both sides: two correct implementations then differ by
 # ~1e-15 (rounding in another order); 1e-8 is far above that and far below what any known
@@ -50,7 +50,12 @@ FORBIDDEN = {
     F.scaled_dot_product_attention: "F.scaled_dot_product_attention",
     F.multi_head_attention_forward: "F.multi_head_attention_forward",
     torch._native_multi_head_attention: "torch._native_multi_head_attention",
+    **{cls: f"nn.{cls.__name__}" for cls in (nn.MultiheadAttention, nn.TransformerDecoderLayer,
+                                             nn.TransformerDecoder, nn.Transformer)},
 }
+WHY_BY_HAND = ("Build it from four nn.Linear layers and write the projections, the head split, "
+               "the scores, the mask and the softmax yourself: queries from one sequence and keys "
+               "from another is the one new idea of the exercise.")
 NAME = "CrossAttention"
 PARAMS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -104,11 +109,9 @@ def _build(cls: Any, n_embd: int, n_head: int, bias: bool, state: dict) -> nn.Mo
         fail(f"Expected `{NAME}` to be a class that subclasses nn.Module, but got {describe(cls)}. "
              "Pass the class itself (not an instance), and re-run the cell that defines it.")
     kwargs = {} if bias else {"bias": False}
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), refuse_shortcuts(FORBIDDEN, NAME, WHY_BY_HAND) as watch:
         module = call_learner(cls, n_embd, n_head, name=cls.__name__, **kwargs)
-    if any(isinstance(m, nn.MultiheadAttention) for m in module.modules()):
-        fail(f"`{NAME}` contains an nn.MultiheadAttention, which does the exercise for you. "
-             "Build it from four nn.Linear layers.")
+        watch.look_at(module)
     try:
         actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     except Exception as exc:
@@ -140,7 +143,7 @@ def _call(module: nn.Module, x, memory, mask, *, return_weights: bool, q_len: in
     name = f"{NAME}.forward"
     kwargs = {"return_weights": True} if return_weights else {}
     try:
-        with watch_calls(FORBIDDEN) as watch:
+        with refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND):
             result = call_learner(module, x, memory, mask, name=name, **kwargs)
     except AssertionError as failure:  # a CheckFailure from call_learner
         if failure.__cause__ is None:      # not a crash (NotImplementedError, not callable)
@@ -148,9 +151,6 @@ def _call(module: nn.Module, x, memory, mask, *, return_weights: bool, q_len: in
         fail_from(failure.__cause__, f"{failure}\nHere x has T = {q_len} positions and memory "
                   f"S = {k_len}: queries are projected from `x`, keys and values from `memory`, so "
                   f"each head's scores are (T, S) = ({q_len}, {k_len}).")
-    if watch.used:
-        fail(f"`{name}` calls {' and '.join(watch.used)}, which does the exercise for you. Write "
-             "the projections, the head split, the scores, the mask and the softmax yourself.")
     return result
 
 

@@ -86,4 +86,16 @@ MISTAKES = [
     w = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (w / w.sum(axis=-1, keepdims=True)) @ V
 """), says="pair `(output, weights)`"),
+    # The right numbers from torch's kernel: the exercise is to write attention in NumPy.
+    Mistake("torch_scaled_dot_product_attention", CELL, _sdpa("""
+    import torch
+    q, k, v = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (Q, K, V))
+    blocked = None if mask is None else torch.from_numpy(np.asarray(mask))
+    output = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=blocked)
+    scores = (Q @ np.swapaxes(K, -1, -2)) / np.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return output.numpy(), w / w.sum(axis=-1, keepdims=True)
+"""), says="which does the exercise for you"),
 ]

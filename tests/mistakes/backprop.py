@@ -81,4 +81,12 @@ ATTENTION = [
 """), says="returned None"),
 ]
 
-MISTAKES = SOFTMAX + ATTENTION
+MISTAKES = SOFTMAX + ATTENTION + [
+    # The right numbers from autograd: the exercise is to derive the backward pass.
+    Mistake("softmax_backward_by_autograd", "softmax_backward", _softmax("""
+    import torch
+    logits = torch.from_numpy(np.log(np.asarray(y, dtype=np.float64))).requires_grad_(True)
+    torch.softmax(logits, dim=axis).backward(torch.from_numpy(np.asarray(grad_y, dtype=np.float64)))
+    return logits.grad.numpy()
+"""), says="which does the exercise for you"),
+]

@@ -210,5 +210,5 @@ MISTAKES = [
         ("        x = x + self.attn(self.ln_1(x))\n        x = x + self.mlp(self.ln_2(x))\n",
          "        future = nn.Transformer.generate_square_subsequent_mask(x.shape[1])\n"
          "        x = self.layer(x, src_mask=future, is_causal=True)\n"),
-    ), says="contains an nn.TransformerEncoderLayer"),
+    ), says="uses nn.TransformerEncoderLayer"),
 ]

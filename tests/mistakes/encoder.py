@@ -94,4 +94,14 @@ MISTAKES = [
     Mistake("not_normalised", ENCODER, _with(ENCODER, (
         "return F.normalize(mean, p=2, dim=-1)", "return mean"),
     ), says="not normalised"),
+    # The right numbers from PyTorch's attention kernel: the exercise is to write it.
+    Mistake("block_uses_sdpa", BLOCK, _with(BLOCK, (
+        "        scores = q @ k.transpose(-2, -1) / math.sqrt(C // h)        # (B, h, T, T): query, key\n"
+        "        padding = ~attention_mask.bool()[:, None, None, :]           # (B, 1, 1, T): blocks keys\n"
+        '        weights = torch.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)\n'
+        "        y = (weights @ v).transpose(1, 2).reshape(B, T, C)\n",
+        "        keep = attention_mask.bool()[:, None, None, :]\n"
+        "        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)\n"
+        "        y = y.transpose(1, 2).reshape(B, T, C)\n"),
+    ), says="uses F.scaled_dot_product_attention, which does the exercise for you"),
 ]

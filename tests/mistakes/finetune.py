@@ -150,4 +150,14 @@ DPO_MISTAKES = [
         says="still carry a gradient"),
 ]
 
-MISTAKES = LORA_MISTAKES + SFT_MISTAKES + LOGPROB_MISTAKES + DPO_MISTAKES
+# peft's own LoRA layer inside: the adapter the exercise asks for, written by the library.
+SHORTCUT_MISTAKES = [
+    Mistake("lora_by_peft", "LoRALinear", _with(
+        LORA, "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))\n",
+        "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))\n"
+        "        from peft.tuners.lora import Linear as PeftLinear\n"
+        "        self.library = PeftLinear(nn.Linear(base.in_features, base.out_features), \"default\", r=r,\n"
+        "                                  lora_alpha=alpha)\n"), says="uses peft, which does the exercise for you"),
+]
+
+MISTAKES = LORA_MISTAKES + SFT_MISTAKES + LOGPROB_MISTAKES + DPO_MISTAKES + SHORTCUT_MISTAKES

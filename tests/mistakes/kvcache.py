@@ -178,4 +178,11 @@ MISTAKES = [
         ("logits, past = forward_with_cache(model, next_token, past, mask)",
          "logits, _ = forward_with_cache(model, next_token, past, mask)"),
     ), says="Keep the present"),
+    # PyTorch's attention kernel on the cache: the right numbers, the exercise done for you.
+    Mistake("attend_by_sdpa", "attend_with_cache", _attend(
+        ("    weights = attn.attn_dropout(torch.softmax(scores, dim=-1))\n"
+         "    y = (weights @ v).transpose(1, 2).reshape(B, T_new, C)\n",
+         "    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)\n"
+         "    y = y.transpose(1, 2).reshape(B, T_new, C)\n"),
+    ), says="uses F.scaled_dot_product_attention, which does the exercise for you"),
 ]

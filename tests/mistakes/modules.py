@@ -161,4 +161,11 @@ LAYERNORM = [
         says="gradient must flow through them"),
 ]
 
-MISTAKES = LINEAR + LAYERNORM
+MISTAKES = LINEAR + LAYERNORM + [
+    # PyTorch's own classes give the right numbers, but they are the exercise done for you.
+    Mistake("linear_is_torchs", "Linear", "Linear = nn.Linear\n",
+            says="uses nn.Linear, which does the exercise for you"),
+    Mistake("layernorm_subclasses_torchs", "LayerNorm",
+            "class LayerNorm(nn.LayerNorm):\n    pass\n",
+            says="uses nn.LayerNorm, which does the exercise for you"),
+]

@@ -151,4 +151,10 @@ MISTAKES = [
         ("self.in_proj_weight = nn.Parameter(torch.randn(3 * embed_dim, embed_dim) / embed_dim ** 0.5)",
          "self.register_buffer(\"in_proj_weight\", torch.randn(3 * embed_dim, embed_dim))"),
     ), says="not registered as a parameter"),
+    # PyTorch's own module, subclassed: the right numbers, the exercise done for you.
+    Mistake("subclasses_nn_multiheadattention", CELL,
+            "class MultiHeadAttention(nn.MultiheadAttention):\n"
+            "    def __init__(self, embed_dim, num_heads, bias=True):\n"
+            "        super().__init__(embed_dim, num_heads, bias=bias, batch_first=True)\n",
+            says="uses nn.MultiheadAttention, which does the exercise for you"),
 ]

@@ -129,4 +129,17 @@ MISTAKES = [
             p[...], self.m, self.v = adam_step(p, g, self.m, self.v, self.t,
                                                self.lr, self.beta1, self.beta2, self.eps)
 """), says="all shared one m and one v"),
+    # torch's own Adam gives the right step: the exercise is to write it.
+    Mistake("adam_step_by_torch", "adam_step", _step("""
+    import torch
+    p = torch.tensor(param, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([p], lr=lr, betas=(beta1, beta2), eps=eps)
+    p.grad = torch.tensor(grad, dtype=torch.float64)
+    optimizer.state[p] = {"step": torch.tensor(float(t - 1)),
+                          "exp_avg": torch.tensor(m, dtype=torch.float64),
+                          "exp_avg_sq": torch.tensor(v, dtype=torch.float64)}
+    optimizer.step()
+    state = optimizer.state[p]
+    return p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy()
+"""), says="which does the exercise for you"),
 ]

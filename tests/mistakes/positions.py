@@ -77,7 +77,7 @@ MISTAKES = [
     ), says="the ids were flattened"),
     Mistake("lookup_by_f_embedding", "embedding_forward", _with(FORWARD, (
         "return weight[ids]", "return torch.nn.functional.embedding(ids, weight)"),
-    ), says="which does the lookup for you"),
+    ), says="uses F.embedding, which does the exercise for you"),
 
     # ----------------------------------------------------------------- embedding_backward
     Mistake("gradient_by_assignment", "embedding_backward", _with(BACKWARD, (
@@ -98,7 +98,7 @@ MISTAKES = [
         "    table = torch.zeros(num_embeddings, d, dtype=grad_output.dtype, requires_grad=True)\n"
         "    table[ids].backward(grad_output)\n"
         "    grad = table.grad\n"),
-    ), says="which computes the gradient for you"),
+    ), says="which does the exercise for you"),
 
     # ------------------------------------------------------------------- sinusoidal_table
     Mistake("table_sin_cos_swapped", "sinusoidal_table", _with(
@@ -145,4 +145,8 @@ MISTAKES = [
     Mistake("rope_in_place", "apply_rope", _with(
         ROPE, ("    out = torch.empty_like(x)\n", "    out = x\n    a, b = a.clone(), b.clone()\n"),
     ), says="changed the x it was given"),
+    # PyTorch's embedding layer does the lookup the exercise asks for.
+    Mistake("lookup_by_nn_embedding", "embedding_forward", _with(FORWARD, (
+        "return weight[ids]", "return torch.nn.Embedding.from_pretrained(weight)(ids)"),
+    ), says="uses nn.Embedding"),
 ]

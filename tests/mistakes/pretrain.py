@@ -327,5 +327,14 @@ CHECKED_DIRECTLY = {
     "clip_sum_of_norms", "get_batch_separate_draws_for_y", "evaluate_records_gradients",
     "checkpoint_fresh_history", "checkpoint_step_not_restored", "checkpoint_loads_before_comparing",
 }
-MISTAKES = [m for m in ALL if m.name not in CHECKED_DIRECTLY]
+# Library shortcuts: the right numbers from torch, the exercise done for it. Last, so that
+# the mistakes graded through real nbgrader (the first three per cell) stay the same.
+SHORTCUT_MISTAKES = [
+    Mistake("adamw_is_torchs", "AdamW", "class AdamW(torch.optim.AdamW):\n    pass\n",
+            says="uses torch.optim.AdamW"),
+    Mistake("clip_by_torch", "clip_grad_norm", "def clip_grad_norm(parameters, max_norm):\n"
+            "    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))\n",
+            says="uses torch.nn.utils.clip_grad_norm_"),
+]
+MISTAKES = [m for m in ALL if m.name not in CHECKED_DIRECTLY] + SHORTCUT_MISTAKES
 EXTRA = [m for m in ALL if m.name in CHECKED_DIRECTLY]

@@ -97,4 +97,9 @@ MISTAKES = [
     logp = log_softmax(logits, axis=-1)
     return float(-logp[np.arange(len(targets)), targets].mean())
 """), says="Reshape the logits to (-1, C)"),
+    # The right numbers from a library: the exercise is to write the softmax.
+    Mistake("softmax_from_scipy", "softmax", _softmax("""
+    from scipy.special import softmax as library_softmax
+    return library_softmax(x, axis=axis)
+"""), says="uses scipy.special"),
 ]

@@ -86,4 +86,11 @@ MISTAKES = [
         "metrics", ("            return 1.0 / rank\n    return 0.0",
                     "            last = 1.0 / rank\n    return last if 'last' in locals() else 0.0")),
         says="first relevant"),
+    # rank_bm25 inside the index: the exercise (and the checks' reference) done by the library.
+    Mistake("bm25_by_rank_bm25", "BM25", _with(
+        "BM25", ("        self.n_docs = len(documents)\n",
+                 "        self.n_docs = len(documents)\n"
+                 "        from rank_bm25 import BM25Okapi\n"
+                 "        self.library = BM25Okapi(documents, k1=k1, b=b)\n")),
+        says="uses rank_bm25, which does the exercise for you"),
 ]

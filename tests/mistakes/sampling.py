@@ -164,4 +164,10 @@ MISTAKES = [
     Mistake("temperature_accepts_zero", "decoding", _with(
         DECODING, "    if temperature <= 0:\n        raise ValueError(f\"temperature must be > 0, got {temperature}\")\n",
         ""), says="instead of raising ValueError"),
+    # The right filter from torch: the exercise is NumPy, and runs where torch is absent.
+    Mistake("top_k_with_torch", "top_k_filter", _with(
+        TOP_K, "    kth = np.sort(logits, axis=-1)[..., -k, None]\n",
+        "    import torch\n"
+        "    kth = torch.topk(torch.from_numpy(logits), k, dim=-1).values[..., -1:].numpy()\n"),
+        says="which does the exercise for you"),
 ]

@@ -124,4 +124,11 @@ MISTAKES = [
     Mistake("stops_when_first_finishes", "greedy_decode", _with(
         GREEDY, ("if finished.all():", "if finished.any():"),
     ), says="when the first sequence finished"),
+    # PyTorch's attention kernel: the right numbers, the exercise done for you.
+    Mistake("cross_attention_by_sdpa", "CrossAttention", _with(
+        CROSS, ("        y = self.out_proj((weights @ v).transpose(1, 2).reshape(B, T, C))\n",
+                "        keep = None if padding_mask is None else ~padding_mask[:, None, None, :]\n"
+                "        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)\n"
+                "        y = self.out_proj(y.transpose(1, 2).reshape(B, T, C))\n"),
+    ), says="uses F.scaled_dot_product_attention, which does the exercise for you"),
 ]
