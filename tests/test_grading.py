@@ -28,6 +28,9 @@ NAMES = assignment_names(ROOT)
 HOSTILE = "02_attention"
 ENDLESS = "def scaled_dot_product_attention(Q, K, V, mask=None):\n    while True:\n        pass\n"
 TIMEOUT = 40  # seconds per submission: far above the ~5 s a normal one takes on a busy CI
+# 20_export runs torch.onnx.export four times per submission (visible and hidden cases):
+# about 15 s of CPU, 35-45 s on a loaded 2-core machine.
+TIMEOUTS = {"20_export": 150}
 
 
 def _submit(folder: Path, student: str, nb, filename: str) -> None:
@@ -39,7 +42,8 @@ def _submit(folder: Path, student: str, nb, filename: str) -> None:
 def _course_grade(name: str, submissions: Path, class_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "grade", name,
-         str(submissions), "--class-dir", str(class_dir), "--timeout", str(TIMEOUT)],
+         str(submissions), "--class-dir", str(class_dir),
+         "--timeout", str(TIMEOUTS.get(name, TIMEOUT))],
         capture_output=True, text=True, timeout=1800)
 
 
