@@ -50,3 +50,64 @@ def test_every_control_is_linked_in_the_browser(gallery):
 def test_too_many_frames_are_refused():
     with pytest.raises(ValueError, match="at most"):
         widgets.option_slider_gallery(["a"], {"a": list(range(13))}, lambda ax, o, v: None)
+
+
+# --- in a browser, with no kernel ------------------------------------------------------------
+
+OPTION_PAGE = """\
+---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  name: python3
+  display_name: Python 3
+---
+# Strategies
+
+```{code-cell} ipython3
+import numpy as np
+from llmref.widgets import option_slider_gallery
+
+VALUES = {"temperature": [0.5, 1.0, 2.0], "top-k": [1, 3, 5, 10]}
+
+def draw(ax, option, value):
+    p = np.exp(np.array([2.0, 1.0, 0.0, -1.0]) / (value if option == "temperature" else 1.0))
+    if option == "top-k":
+        p[int(value):] = 0
+    ax.bar(range(4), p / p.sum())
+    ax.set_title(f"{option} {value}")
+
+option_slider_gallery(list(VALUES), VALUES, draw, option_description="strategy", dpi=40)
+```
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_buttons_and_each_slider_switch_images_in_the_static_page(tmp_path, browser):
+    from test_book import Visit, build_scratch_book, serve
+
+    site = build_scratch_book(tmp_path, {"strategies": OPTION_PAGE})
+    shown = """() => Array.from(document.querySelectorAll('.widget-image'))
+                     .filter(img => img.offsetParent !== null).map(img => img.src)"""
+    with serve(site) as base:
+        visit = Visit(browser, base, "strategies.html")
+        try:
+            page = visit.page
+            page.wait_for_selector(".widget-slider", timeout=15_000)
+            first = page.evaluate(shown)
+            page.get_by_role("button", name="top-k").click()
+            page.wait_for_function(f"() => ({shown})()[0] !== {first!r}[0]", timeout=5_000)
+            after_button = page.evaluate(shown)
+            visible_slider = page.locator(".widget-slider [role=slider]").filter(visible=True)
+            visible_slider.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"() => ({shown})()[0] !== {after_button!r}[0]", timeout=5_000)
+            after_slider = page.evaluate(shown)
+            problems = visit.problems()
+        finally:
+            visit.close()
+    assert len(first) == len(after_button) == len(after_slider) == 1, "exactly one frame is visible"
+    assert len({first[0], after_button[0], after_slider[0]}) == 3
+    assert not problems, problems
