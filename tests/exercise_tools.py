@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import io
 from contextlib import redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -50,13 +50,14 @@ def with_cells(nb, replacements: dict[str, str]):
 class Outcome:
     passed: dict[str, bool]      # graded cell -> passed
     messages: dict[str, str]     # graded cell -> failure message
+    errors: dict[str, BaseException] = field(default_factory=dict)  # graded cell -> what it raised
 
 
 def run_in_process(nb) -> Outcome:
     """Run a notebook's code cells in one namespace, like a kernel would, and record which
     graded cells raise. Fast enough to run every known mistake on every check."""
     namespace: dict = {"__name__": "__main__"}
-    passed, messages = {}, {}
+    passed, messages, errors = {}, {}, {}
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -68,10 +69,11 @@ def run_in_process(nb) -> Outcome:
             if meta.get("grade"):
                 passed[grade_id(cell)] = False
                 messages[grade_id(cell)] = f"{type(exc).__name__}: {exc}"
+                errors[grade_id(cell)] = exc
             elif meta.get("locked"):  # set-up cells must run, whatever the learner wrote
                 raise
             # solution and scratch cells ("try it") may fail on wrong code, as in a kernel
         else:
             if meta.get("grade"):
                 passed[grade_id(cell)] = True
-    return Outcome(passed, messages)
+    return Outcome(passed, messages, errors)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence, TypeVar
 
 import numpy as np
 
@@ -38,12 +38,13 @@ class CheckFailure(AssertionError):
         return "".join(lines).splitlines()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """Stop the check with `message`, written for the learner."""
     __tracebackhide__ = True  # IPython and pytest hide this frame
     raise CheckFailure(message)
 
 
-def fail_from(exc: BaseException, message: str) -> None:
+def fail_from(exc: BaseException, message: str) -> NoReturn:
     """Fail, keeping `exc` as the cause so the learner's own frames are shown above the message."""
     __tracebackhide__ = True
     raise CheckFailure(message) from exc
@@ -82,6 +83,83 @@ def call_learner(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
         ) from exc
 
 
+@contextlib.contextmanager
+def hint_on_error(hint: Callable[[BaseException], str | None]) -> Iterator[None]:
+    """Add a hint to a CheckFailure raised inside that reports an error of the learner's code.
+
+    ``hint(error)`` sees the learner's own exception (the failure's cause) and returns a line
+    for the message, or None to add nothing. Failures without a cause (the checks' own) pass
+    unchanged.
+    """
+    __tracebackhide__ = True
+    try:
+        yield
+    except CheckFailure as failure:
+        cause = failure.__cause__
+        extra = hint(cause) if cause is not None else None
+        if extra:
+            raise CheckFailure(f"{failure}\n{extra}") from cause
+        raise
+
+
+def to_numpy(value: Any) -> Any:
+    """A torch tensor's values as a NumPy array (detached, on the CPU); anything else as it is.
+
+    bfloat16, which NumPy lacks, becomes float32. torch is never imported here.
+    """
+    if not hasattr(value, "detach") or not hasattr(value, "cpu"):
+        return value
+    value = value.detach().cpu()
+    if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        value = value.float()
+    return value.numpy()
+
+
+def shape_of(value: Any) -> tuple[int, ...] | None:
+    """The shape of an array, a tensor or a (nested) list, or None where it has none
+    (a ragged list, an object NumPy cannot read)."""
+    try:
+        return tuple(int(n) for n in np.shape(to_numpy(value)))
+    except Exception:  # whatever it is, a message will explain it; here it has no shape
+        return None
+
+
+def expect_tuple(result: Any, name: str, parts: Sequence[str], *, what: str | None = None,
+                 like: str = "") -> tuple:
+    """Check that the learner's `name` returned a tuple (or list) of ``len(parts)`` values.
+
+    `parts` names the values, for the message (``("output", "weights")``); `what` says what
+    they are ("three gradients"; default "a pair" for two, "a tuple" otherwise); `like` ends
+    the sentence (" like nn.MultiheadAttention"). Returns the values as a tuple.
+    """
+    __tracebackhide__ = True
+    listed = ", ".join(parts)
+    if result is None:
+        fail(f"`{name}` returned None. It should end with `return {listed}`{like}.")
+    if not isinstance(result, (tuple, list)) or len(result) != len(parts):
+        what = what or ("a pair" if len(parts) == 2 else "a tuple")
+        length = f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""
+        fail(f"`{name}` should return {what} `({listed})`{like}, but returned "
+             f"{describe(result)}{length}.")
+    return tuple(result)
+
+
+def expect_class(cls: Any, name: str, *, base: type | None = None) -> type:
+    """Check that the learner's `name` is a class (a subclass of `base`, when given)."""
+    __tracebackhide__ = True
+    if isinstance(cls, type) and (base is None or issubclass(cls, base)):
+        return cls
+    wanted = "a class"
+    if base is not None:
+        module = base.__module__
+        shown = f"nn.{base.__name__}" if module.startswith("torch.nn") else base.__name__
+        wanted = f"a class that subclasses {shown}"
+    got = f"the class {cls.__name__}" if isinstance(cls, type) else describe(cls)
+    fail(f"Expected `{name}` to be {wanted}, but got {got}. Pass the class itself (not an "
+         "instance or a function), and re-run the cell that defines it: did a later cell "
+         "reassign the name?")
+
+
 def as_float_array(value: Any, what: str, expected_shape: Sequence[int]) -> np.ndarray:
     """Convert a returned value to a float64 array of an exact shape, or fail saying why.
 
@@ -90,8 +168,7 @@ def as_float_array(value: Any, what: str, expected_shape: Sequence[int]) -> np.n
     __tracebackhide__ = True
     if value is None:
         fail(f"{what} is None. Does your function end with a `return` statement?")
-    if hasattr(value, "detach"):  # a torch tensor is fine; compare its values
-        value = value.detach().cpu().numpy()
+    value = to_numpy(value)  # a torch tensor is fine; compare its values
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -118,6 +195,58 @@ def worst_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
     index = np.unravel_index(int(np.argmax(diff)), diff.shape)
     return (f"largest difference {float(diff[index]):.3g} at index {tuple(int(i) for i in index)} "
             f"(got {float(actual[index]):.6g}, expected {float(expected[index]):.6g})")
+
+
+T = TypeVar("T")
+
+
+def close(actual: Any, expected: Any, *, rtol: float, atol: float, equal_nan: bool = False) -> bool:
+    """Whether two arrays (tensors, lists, numbers) have the same shape and agree within
+    ``|actual - expected| <= atol + rtol * |expected|`` everywhere.
+
+    Each check states its own tolerance, with the reason for its size, and passes it here.
+    Shapes must be equal (no broadcasting); anything that cannot be read as numbers is not
+    close. With `equal_nan`, NaN equals NaN (infinities always equal themselves).
+    """
+    try:
+        a = np.asarray(to_numpy(actual), dtype=np.float64)
+        e = np.asarray(to_numpy(expected), dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    if a.shape != e.shape:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.allclose(a, e, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def matches(actual: Any, candidate: Any, *, rtol: float, atol: float) -> bool:
+    """Whether `actual` equals what `candidate` computes: usually a known mistake.
+
+    `candidate` is a value or a function of no arguments computing it (called here, so an
+    expensive candidate is computed only when it is reached). A candidate that raises does not
+    apply to these inputs and does not match. NaN and infinities count as equal to themselves,
+    so a wrong implementation that overflows is recognised by where it overflows.
+    """
+    with np.errstate(all="ignore"):
+        try:
+            value = candidate() if callable(candidate) else candidate
+        except Exception:  # e.g. the mistake cannot broadcast with these shapes
+            return False
+    return close(actual, value, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def first_match(actual: Any, candidates: Iterable[tuple[Any, T]], *, rtol: float,
+                atol: float) -> T | None:
+    """The label of the first candidate that `actual` matches (see :func:`matches`), or None.
+
+    `candidates` yields ``(candidate, label)`` pairs, most instructive first; the label is
+    usually the message that names the mistake: ``if (m := first_match(...)): fail(m)``.
+    Candidates are computed one at a time and only until one matches.
+    """
+    for candidate, label in candidates:
+        if matches(actual, candidate, rtol=rtol, atol=atol):
+            return label
+    return None
 
 
 def passed(message: str) -> None:
@@ -367,6 +496,23 @@ def refuse_shortcuts(forbidden: dict, name: str, why: str, *, learner: Any = Non
 
 
 @contextlib.contextmanager
+def torch_seeded(seed: int | None = None) -> Iterator[None]:
+    """Run the inside with torch's global generator seeded with `seed` (left as it is when
+    None), and give the learner's random state back afterwards.
+
+    For the checks' own draws (inputs, a reference module's initial weights) and for building
+    the learner's modules: whatever is drawn inside, the learner's next torch.rand is the same
+    as if the check had never run. CPU only (``fork_rng(devices=[])``): the checks run there.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def torch_isolated(seed: int) -> Iterator[None]:
     """One thread and a seeded torch generator for a check; the learner's come back after.
 
@@ -375,11 +521,9 @@ def torch_isolated(seed: int) -> Iterator[None]:
     import torch
 
     threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seeded(seed):
         torch.set_num_threads(1)
         try:
             yield
         finally:
             torch.set_num_threads(threads)
-
