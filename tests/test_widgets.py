@@ -1,4 +1,4 @@
-"""llmref.widgets: precomputed galleries whose controls are linked in the browser (jslink).
+"""booktools.widgets: precomputed galleries whose controls are linked in the browser (jslink).
 
 The fast tests check the widget tree and its saved state; the browser test builds a one-page
 book with a gallery and moves its slider in headless Chromium with no kernel, as a reader does.
@@ -10,7 +10,7 @@ import pytest
 from ipywidgets.embed import embed_data
 from ipywidgets.widgets.widget_link import Link
 
-from llmref import widgets
+from booktools import widgets
 from test_book import Visit, build_scratch_book, serve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,7 +152,7 @@ kernelspec:
 
 ```{code-cell} ipython3
 import numpy as np
-from llmref.widgets import toggle_slider_gallery
+from booktools.widgets import toggle_slider_gallery
 
 def draw(ax, mask, scale):
     weights = np.random.default_rng(0).random((6, 6)) ** scale

@@ -1,11 +1,11 @@
-"""llmref.widgets.option_slider_gallery: toggle buttons over options, each with its own slider,
+"""booktools.widgets.option_slider_gallery: toggle buttons over options, each with its own slider,
 all linked in the browser (jslink), so the gallery works in the static book without a kernel."""
 import ipywidgets
 import numpy as np
 import pytest
 from ipywidgets.embed import embed_data
 
-from llmref import widgets
+from booktools import widgets
 
 VALUES = {"temperature": [0.5, 1.0, 2.0], "top-k": [1, 3, 5, 10]}
 
@@ -67,7 +67,7 @@ kernelspec:
 
 ```{code-cell} ipython3
 import numpy as np
-from llmref.widgets import option_slider_gallery
+from booktools.widgets import option_slider_gallery
 
 VALUES = {"temperature": [0.5, 1.0, 2.0], "top-k": [1, 3, 5, 10]}
 

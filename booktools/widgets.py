@@ -10,14 +10,15 @@ book/_static/vendor, renders it).
 
 Usage, with a ``draw(ax, value)`` function that draws one frame on a Matplotlib Axes::
 
-    from llmref.widgets import slider_gallery, small_multiples
+    from booktools.widgets import slider_gallery, small_multiples
     small_multiples([0.5, 1, 2], draw)      # static fallback: all frames side by side
     slider_gallery([0.5, 1, 2], draw, description="temperature")
 
 Keep frames few (at most 12 per slider) and small (each PNG is held to ``max_bytes``): the
 page carries every frame, base64-encoded.
 
-Hand-written (not generated from a solution notebook); tests in tests/test_widgets.py.
+Book presentation, not a reference implementation (hence not in llmref); tests in
+tests/test_widgets.py and tests/test_widgets_option_sliders.py.
 """
 from __future__ import annotations
 
