@@ -1,6 +1,6 @@
 # GENERATED from solutions/04_adam/04_adam.ipynb by `course library`: do not edit.
 # Change the solution notebook and regenerate; tests fail while this file is stale.
-"""Adam in NumPy, one step and an optimizer class: the reference for exercise 04_adam."""
+"""Adam and AdamW in NumPy: one Adam step, an Adam optimizer class and one AdamW step (decoupled weight decay): the reference for exercise 04_adam."""
 import numpy as np
 
 
@@ -41,3 +41,16 @@ class Adam:
                                                     self.lr, self.beta1, self.beta2, self.eps)
             # Write into the caller's array: the training loop holds a reference to it.
             p[...] = new_p
+
+
+def adamw_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2):
+    """One AdamW update of one parameter array: Adam with decoupled weight decay, as torch.optim.AdamW.
+
+    param, grad, m, v, t and the hyperparameters as in adam_step; weight_decay: lambda.
+    m and v are Adam's, from the plain gradient; the parameter also shrinks by
+    lr * weight_decay times its value before this step, outside the adaptive step.
+    Returns (new_param, new_m, new_v); the arguments are left unchanged.
+    """
+    # Adam's step does not depend on the parameter's value: decay first, then step.
+    decayed = param * (1 - lr * weight_decay)
+    return adam_step(decayed, grad, m, v, t, lr, beta1, beta2, eps)

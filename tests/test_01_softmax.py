@@ -111,13 +111,56 @@ def test_cross_entropy_may_return_a_one_element_array_or_a_tensor(capsys):
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 2
 
 
-def test_tolerance_separates_right_from_wrong():
-    # The large-logit check's hardest value, about -2e4, must be told apart from the -27.6
-    # that log(softmax(x) + 1e-12) would give, and a correct float64 result must pass.
-    x = np.array([[1e4, -1e4, 0.5]])
-    exact = log_softmax(x)
-    assert np.allclose(exact, exact * (1 + 1e-12), rtol=checks.RTOL, atol=checks.ATOL)
-    assert not np.allclose(np.log(softmax(x) + 1e-12), exact, rtol=checks.RTOL, atol=checks.ATOL)
+def _nudged(reference, scale: float):
+    """`reference`, with one value moved by `scale` times the checks' own tolerance at that
+    value (ATOL + RTOL * |value|), on whatever inputs the check passes. A probability moved
+    up is taken from another one of its slice, so the slices still sum to 1."""
+    def learner(*args, **kwargs):
+        out = np.array(reference(*args, **kwargs), dtype=float)
+        if reference is cross_entropy:
+            return float(out + scale * (checks.ATOL + checks.RTOL * abs(out)))
+        axis = kwargs.get("axis", -1)
+        slices = np.moveaxis(out, axis, -1)
+        rows = slices.reshape(-1, slices.shape[-1]).copy()
+        if reference is softmax:  # the slice with most room: its two largest probabilities
+            r = int(np.argmax(np.sort(rows, axis=-1)[:, -2]))
+            k, j = np.argsort(rows[r])[-2:]
+        else:                     # the log-probability of largest size
+            r, j = np.unravel_index(int(np.argmax(np.abs(rows))), rows.shape)
+        step = scale * (checks.ATOL + checks.RTOL * abs(rows[r, j]))
+        rows[r, j] += step
+        if reference is softmax:
+            rows[r, k] -= step
+        return np.moveaxis(rows.reshape(slices.shape), -1, axis)
+    learner.__name__ = reference.__name__
+    return learner
+
+
+SAYS = {softmax: "values differ from", log_softmax: "differs from", cross_entropy: "expected"}
+
+
+@pytest.mark.parametrize("check, reference", PAIRS, ids=[c.__name__ for c, _ in PAIRS])
+def test_tolerance_rejects_just_above_it_and_accepts_well_below(check, reference, capsys):
+    # The checks' own inputs and tolerance: 5 % over ATOL + RTOL * |value| at one value (the
+    # largest one for log_softmax, about -2e4 on large logits) fails; a tenth of it passes.
+    with pytest.raises(CheckFailure) as caught:
+        check(_nudged(reference, 1.05))
+    assert SAYS[reference] in str(caught.value)
+    check(_nudged(reference, 0.1))
+    assert "\N{CHECK MARK}" in capsys.readouterr().out
+
+
+def test_the_notebook_states_the_tolerance_the_checks_use():
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "solutions/01_softmax/01_softmax.ipynb"
+    text = next(c.source for c in nbformat.read(path, as_version=4).cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == "tests_text")
+    stated = re.search(r"accept a difference of\s+`([^`]+)`", text)
+    assert stated and float(stated.group(1)) == checks.ATOL == checks.RTOL
 
 
 def test_failure_display_hides_our_frames_and_keeps_the_learners():

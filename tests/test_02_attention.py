@@ -47,14 +47,57 @@ def test_bad_input_gives_a_clear_failure(case):
     assert phrase in str(caught.value)
 
 
-def test_reference_tolerance_is_tight_enough_to_catch_a_missing_scale():
-    # The stated tolerance must separate right from wrong: the unscaled weights differ
-    # from the scaled ones by far more than ATOL on the default check's inputs.
-    rng = np.random.default_rng(0)
-    Q, K, V = rng.standard_normal((3, 2, 4, 8))[0], rng.standard_normal((2, 6, 8)), rng.standard_normal((2, 6, 5))
-    _, scaled = _reference(Q, K, V)
-    _, unscaled = _reference(Q * np.sqrt(8), K, V)
-    assert np.abs(scaled - unscaled).max() > 100 * checks.ATOL
+def _nudged(part: str, scale: float):
+    """The reference, with one value of `part` moved by `scale` times the checks' own
+    tolerance at that value (ATOL + RTOL * |value|), on whatever inputs the check passes.
+
+    Moving a weight, the same amount is taken from another weight of its row, so the rows
+    still sum to 1 and no blocked key gets any: only the value comparison can notice.
+    """
+    def learner(Q, K, V, mask=None):
+        output, weights = _reference(Q, K, V, mask)
+        if part == "weights":
+            rows = weights.reshape(-1, weights.shape[-1]).copy()
+            order = np.argsort(rows, axis=-1)
+            top, second = order[:, -1], order[:, -2]
+            r = int(np.argmax(rows[np.arange(len(rows)), second]))  # room to move weight
+            step = scale * (checks.ATOL + checks.RTOL * rows[r, top[r]])
+            rows[r, top[r]] += step
+            rows[r, second[r]] -= step
+            weights = rows.reshape(weights.shape)
+            output = weights @ V
+        else:
+            index = np.unravel_index(int(np.argmax(np.abs(output))), output.shape)
+            output = output.copy()
+            output[index] += scale * (checks.ATOL + checks.RTOL * abs(output[index]))
+        return output, weights
+    return learner
+
+
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("part, says", [("weights", "differ from softmax"),
+                                        ("output", "output is not weights @ V")])
+def test_tolerance_rejects_just_above_it_and_accepts_well_below(check, part, says, capsys):
+    # The checks' own inputs and tolerance: 5 % over ATOL + RTOL * |value| at one value fails
+    # with the message about that value; a tenth of it passes.
+    with pytest.raises(CheckFailure) as caught:
+        check(_nudged(part, 1.05))
+    assert says in str(caught.value)
+    check(_nudged(part, 0.1))
+    assert "\N{CHECK MARK}" in capsys.readouterr().out
+
+
+def test_the_notebook_states_the_tolerance_the_checks_use():
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "solutions/02_attention/02_attention.ipynb"
+    text = next(c.source for c in nbformat.read(path, as_version=4).cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == "tests_text")
+    stated = re.search(r"accept a difference of\s+`([^`]+)`", text)
+    assert stated and float(stated.group(1)) == checks.ATOL == checks.RTOL
 
 
 def test_failure_display_hides_our_frames_and_keeps_the_learners():
@@ -64,5 +107,5 @@ def test_failure_display_hides_our_frames_and_keeps_the_learners():
     with pytest.raises(CheckFailure) as caught:
         checks.check_unmasked(learner)
     shown = "\n".join(caught.value._render_traceback_())
-    assert "return Q @ K.T" in shown and "ValueError" in shown
+    assert "return Q @ K.T" in shown and "ValueError" in shown and "K.T reverses all" in shown
     assert "_core.py" not in shown and "autograder" not in shown

@@ -16,7 +16,8 @@ import numpy as np
 
 from llmref.attention import scaled_dot_product_attention as reference
 
-from ._core import NUMPY_SHORTCUTS, as_float_array, refuse_shortcuts, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
+from ._core import (NUMPY_SHORTCUTS, as_float_array, call_learner, close, expect_tuple, fail,
+                    find_bad_values, hint_on_error, passed, refuse_shortcuts, seeded, worst_mismatch)
 
 # Inputs are float64, so any correct float64 implementation agrees with the reference to
 # about 1e-13. 1e-5 still admits a learner who computes in float32 (eps 1.2e-7, summed
@@ -39,23 +40,31 @@ WHY_BY_HAND = ("Write it in NumPy: the scores, the scaling, the mask and the sof
                "kernel never shows.")
 
 
+def _batch_axes_hint(K: np.ndarray) -> Callable[[BaseException], str | None]:
+    """A line for a learner whose matrix product failed on batched inputs: the likeliest
+    cause is `K.T`, which reverses the batch axes too."""
+    def hint(error: BaseException) -> str | None:
+        if K.ndim > 2 and isinstance(error, ValueError) and "matmul" in str(error):
+            return (f"K here has shape {K.shape}: batch axes first, then (L_k, d_k). K.T reverses "
+                    "all of its axes, batch axes included; transpose only the last two "
+                    "(np.swapaxes or np.moveaxis), and take d_k from the last axis of Q.")
+        return None
+    return hint
+
+
 def _run(fn: Function, Q, K, V, mask=None):
     """Call the learner's function and return (output, weights) as checked float arrays."""
     __tracebackhide__ = True
     name = getattr(fn, "__name__", "scaled_dot_product_attention")
     kwargs = {} if mask is None else {"mask": mask}
-    with refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
+    with hint_on_error(_batch_axes_hint(K)), refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
         result = call_learner(fn, Q.copy(), K.copy(), V.copy(), name=name, **kwargs)
-    if result is None:
-        fail(f"`{name}` returned None. It should end with `return output, weights`.")
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        fail(f"`{name}` should return a pair `(output, weights)`, but returned "
-             f"{type(result).__name__}"
-             + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "") + ".")
+    output, weights = expect_tuple(result, name, ("output", "weights"))
     *batch, q_len, _ = Q.shape
     k_len, d_v = V.shape[-2], V.shape[-1]
-    output = as_float_array(result[0], "The output (first returned value)", (*batch, q_len, d_v))
-    weights = as_float_array(result[1], "The attention weights (second returned value)",
+    output = as_float_array(output, f"The output `{name}` returned (its first value)",
+                            (*batch, q_len, d_v))
+    weights = as_float_array(weights, f"The attention weights `{name}` returned (its second value)",
                              (*batch, q_len, k_len))
     return output, weights
 
@@ -106,7 +115,7 @@ def _diagnose(Q, K, V, mask, output, weights) -> None:
              f"row sums range from {row_sums.min():.4g} to {row_sums.max():.4g}. "
              "Normalise the exponentiated scores by their sum over the keys.")
 
-    if not np.allclose(weights, expected_w, rtol=RTOL, atol=ATOL):
+    if not close(weights, expected_w, rtol=RTOL, atol=ATOL):
         d_k = Q.shape[-1]
         # Feeding the reference Q * c computes softmax(QK^T * c / sqrt(d_k)); pick c so the
         # reference reproduces each common wrong scaling s of the raw scores QK^T.
@@ -120,13 +129,13 @@ def _diagnose(Q, K, V, mask, output, weights) -> None:
         if d_k > 1:  # with d_k = 1 every one of these scalings is the correct one
             for s, what in wrong_scalings:
                 _, wrong_w = reference(Q * s * np.sqrt(d_k), K, V, mask)
-                if np.allclose(weights, wrong_w, rtol=RTOL, atol=ATOL):
+                if close(weights, wrong_w, rtol=RTOL, atol=ATOL):
                     fail(f"With d_k = {d_k} your weights match {what}.")
         fail("The attention weights differ from softmax(QK^T / sqrt(d_k)): "
              + worst_mismatch(weights, expected_w) + ". Check the order of Q and K^T and "
              "that you transpose only the last two axes (np.swapaxes(K, -1, -2)).")
 
-    if not np.allclose(output, expected_out, rtol=RTOL, atol=ATOL):
+    if not close(output, expected_out, rtol=RTOL, atol=ATOL):
         fail("The weights are right but the output is not weights @ V: "
              + worst_mismatch(output, expected_out) + ".")
 

@@ -11,6 +11,7 @@ of the backward pass) and, when the learner's result matches one, says which.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -20,7 +21,9 @@ from llmref.backprop import attention_backward as reference_attention
 from llmref.backprop import softmax_backward as reference_softmax
 from llmref.probability import softmax
 
-from ._core import NUMPY_SHORTCUTS, as_float_array, refuse_shortcuts, call_learner, fail, find_bad_values, passed, seeded, worst_mismatch
+from ._core import (NUMPY_SHORTCUTS, as_float_array, call_learner, close, expect_tuple, fail,
+                    find_bad_values, first_match, passed, refuse_shortcuts, seeded, shape_of,
+                    worst_mismatch)
 from .attention import causal_mask
 
 # Inputs are float64, so a correct float64 implementation agrees with the reference to about
@@ -29,19 +32,9 @@ from .attention import causal_mask
 # changes some gradient entry by more than 1e-2 on these inputs.
 RTOL = 1e-5
 ATOL = 1e-5
+TOL = {"rtol": RTOL, "atol": ATOL}
 
 Function = Callable[..., object]
-
-
-def _close(a, b) -> bool:
-    return a.shape == b.shape and np.allclose(a, b, rtol=RTOL, atol=ATOL)
-
-
-def _shape_of(value):
-    try:
-        return np.shape(value)
-    except Exception:  # ragged lists and other oddities: as_float_array explains them below
-        return None
 
 
 # --------------------------------------------------------------------------- softmax_backward
@@ -61,7 +54,7 @@ def _run_softmax(fn: Function, y, grad_y, axis):
     if result is None:
         fail(f"`{name}` returned None. Does it end with a `return` statement? It should "
              "return dL/dx, an array with the shape of y.")
-    shape = _shape_of(result)
+    shape = shape_of(result)
     if shape is not None and shape != y.shape and shape in {(y.size, y.size), (*y.shape, y.shape[-1])}:
         fail(f"`{name}` returned an array of shape {shape}, a Jacobian rather than its product "
              "with grad_y. Return the vector-Jacobian product J^T grad_y: an array with the "
@@ -76,37 +69,42 @@ def _diagnose_softmax(y, grad_y, axis, got) -> None:
     if bad:
         fail(f"The gradient contains {bad} values. y is already the softmax's output: the "
              "backward pass needs no exp() and no division, only y * (grad_y - sum(grad_y * y)).")
-    if _close(got, expected):
+    if close(got, expected, **TOL):
         return
     axis_n = axis % y.ndim
-    if _close(got, y * (1 - y) * grad_y):
-        fail("The gradient is y * (1 - y) * grad_y: only the diagonal of the softmax's Jacobian. "
-             "Every output depends on every input through the normalisation, so the off-diagonal "
-             "terms -y_i * y_j count too: dL/dx = y * (grad_y - sum(grad_y * y, axis, keepdims=True)).")
-    if _close(got, y * grad_y):
-        fail("The gradient is y * grad_y: the sum term is missing. Subtract "
-             "sum(grad_y * y) along `axis` (keepdims=True) from grad_y before multiplying by y.")
-    if _close(got, -expected):
-        fail("The gradient has the wrong sign: it is y * (sum(grad_y * y) - grad_y). "
-             "Use y * (grad_y - sum(grad_y * y, axis, keepdims=True)).")
-    if _close(got, y * (grad_y - np.sum(grad_y * y))):
-        fail("The sum runs over the whole array, but there is one sum per softmax: "
-             "np.sum(grad_y * y, axis=axis, keepdims=True).")
-    for other in range(y.ndim):
-        if other != axis_n and _close(got, y * (grad_y - np.sum(grad_y * y, axis=other, keepdims=True))):
-            fail(f"The sum runs along axis {other}, but this softmax is normalised along axis "
-                 f"{axis_n} (the check passed axis={axis}). Sum along `axis`, the function's "
-                 "argument, rather than a fixed axis.")
-    try:  # without keepdims the sums broadcast along the wrong axis, when the shapes allow it
-        flat = y * (grad_y - np.sum(grad_y * y, axis=axis))
-    except ValueError:
-        flat = None
-    if flat is not None and _close(got, flat):
-        fail("The sums are right but broadcast back along the wrong axis: pass keepdims=True "
-             "to np.sum so each sum stays in line with its own softmax.")
-    if _close(got, reference_softmax(softmax(y, axis), grad_y, axis)):
-        fail("It looks like the softmax was applied to y again. y is already the softmax's "
-             "output: use it as it is.")
+    candidates = [
+        (lambda: y * (1 - y) * grad_y,
+         "The gradient is y * (1 - y) * grad_y: only the diagonal of the softmax's Jacobian. "
+         "Every output depends on every input through the normalisation, so the off-diagonal "
+         "terms -y_i * y_j count too: dL/dx = y * (grad_y - sum(grad_y * y, axis, keepdims=True))."),
+        (lambda: y * grad_y,
+         "The gradient is y * grad_y: the sum term is missing. Subtract "
+         "sum(grad_y * y) along `axis` (keepdims=True) from grad_y before multiplying by y."),
+        (lambda: -expected,
+         "The gradient has the wrong sign: it is y * (sum(grad_y * y) - grad_y). "
+         "Use y * (grad_y - sum(grad_y * y, axis, keepdims=True))."),
+        (lambda: y * (grad_y - np.sum(grad_y * y)),
+         "The sum runs over the whole array, but there is one sum per softmax: "
+         "np.sum(grad_y * y, axis=axis, keepdims=True)."),
+    ]
+    candidates += [
+        (lambda other=other: y * (grad_y - np.sum(grad_y * y, axis=other, keepdims=True)),
+         f"The sum runs along axis {other}, but this softmax is normalised along axis "
+         f"{axis_n} (the check passed axis={axis}). Sum along `axis`, the function's "
+         "argument, rather than a fixed axis.")
+        for other in range(y.ndim) if other != axis_n]
+    candidates += [
+        # Without keepdims the sums broadcast along the wrong axis, when the shapes allow it.
+        (lambda: y * (grad_y - np.sum(grad_y * y, axis=axis)),
+         "The sums are right but broadcast back along the wrong axis: pass keepdims=True "
+         "to np.sum so each sum stays in line with its own softmax."),
+        (lambda: reference_softmax(softmax(y, axis), grad_y, axis),
+         "It looks like the softmax was applied to y again. y is already the softmax's "
+         "output: use it as it is."),
+    ]
+    message = first_match(got, candidates, **TOL)
+    if message:
+        fail(message)
     fail("dL/dx differs from y * (grad_y - sum(grad_y * y, axis, keepdims=True)): "
          + worst_mismatch(got, expected) + ".")
 
@@ -149,13 +147,8 @@ def _run_attention(fn: Function, Q, K, V, grad_out, mask):
     kwargs = {} if mask is None else {"mask": mask}
     with refuse_shortcuts(NUMPY_SHORTCUTS, name, WHY_BY_HAND):
         result = call_learner(fn, Q.copy(), K.copy(), V.copy(), grad_out.copy(), name=name, **kwargs)
-    if result is None:
-        fail(f"`{name}` returned None. It should end with `return dQ, dK, dV`.")
-    if not isinstance(result, (tuple, list)) or len(result) != 3:
-        fail(f"`{name}` should return three gradients `(dQ, dK, dV)`, but returned "
-             f"{type(result).__name__}"
-             + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "") + ".")
-    shapes = [_shape_of(r) for r in result]
+    result = expect_tuple(result, name, ("dQ", "dK", "dV"), what="three gradients")
+    shapes = [shape_of(r) for r in result]
     wanted = {"dQ": Q.shape, "dK": K.shape, "dV": V.shape}
     if Q.shape != K.shape and shapes[0] == K.shape and shapes[1] == Q.shape:
         fail("The first returned gradient has the shape of K and the second that of Q: dQ and dK "
@@ -187,7 +180,7 @@ def _diagnose_attention(Q, K, V, grad_out, mask, dQ, dK, dV) -> None:
         bad = find_bad_values(array)
         if bad:
             fail(f"{what} contains {bad} values. {_non_finite_hint(mask)}")
-    if _close(dQ, eQ) and _close(dK, eK) and _close(dV, eV):
+    if close(dQ, eQ, **TOL) and close(dK, eK, **TOL) and close(dV, eV, **TOL):
         return
 
     if mask is not None:
@@ -200,19 +193,19 @@ def _diagnose_attention(Q, K, V, grad_out, mask, dQ, dK, dV) -> None:
                      "rows of dK and dV must be 0. Recompute the weights with the mask, exactly as "
                      "the forward pass did: scaled_dot_product_attention(Q, K, V, mask).")
         unmasked = reference_attention(Q, K, V, grad_out, None)
-        if any(_close(got, free) and not _close(got, want)
+        if any(close(got, free, **TOL) and not close(got, want, **TOL)
                for got, free, want in zip((dQ, dK, dV), unmasked, (eQ, eK, eV))):
             fail("Your gradients are those of attention without the mask, so gradient flows to "
                  "positions the mask blocks. Pass the mask when you recompute the weights: "
                  "scaled_dot_product_attention(Q, K, V, mask).")
 
-    if Q.shape == K.shape and _close(dQ, eK) and _close(dK, eQ):
+    if Q.shape == K.shape and close(dQ, eK, **TOL) and close(dK, eQ, **TOL):
         fail("dQ and dK are swapped: return the gradients in the order (dQ, dK, dV).")
 
     _, W = forward(Q, K, V, mask)
     square = W.shape[-1] == W.shape[-2]
-    if not _close(dV, eV):
-        if square and _close(dV, W @ grad_out):
+    if not close(dV, eV, **TOL):
+        if square and close(dV, W @ grad_out, **TOL):
             fail("dV is weights @ grad_out; it should be weights^T @ grad_out: value j collects "
                  "the gradient of every query that read it. Transpose the weights: "
                  "np.swapaxes(weights, -1, -2) @ grad_out.")
@@ -240,21 +233,22 @@ def _diagnose_attention(Q, K, V, grad_out, mask, dQ, dK, dV) -> None:
          "dS where it needs dS^T: key j collects the gradient of every query that scored it"),
     )
     for what, got, want, formula, correct, transposed, orientation in gradients:
-        if _close(got, want):
+        if close(got, want, **TOL):
             continue
         if d_k > 1:  # with d_k = 1 every scale below is the right one
-            if _close(got, want * np.sqrt(d_k)):
+            if close(got, want * np.sqrt(d_k), **TOL):
                 fail(f"{what} is sqrt(d_k) = {np.sqrt(d_k):.3g} times too large: the 1/sqrt(d_k) "
                      f"of the forward pass is missing. The scores are QK^T / sqrt(d_k), so "
                      f"{what} = {formula}.")
-            if _close(got, want / np.sqrt(d_k)):
+            if close(got, want / np.sqrt(d_k), **TOL):
                 fail(f"{what} is sqrt(d_k) = {np.sqrt(d_k):.3g} times too small: divide by "
                      f"sqrt(d_k) once (not by d_k). {what} = {formula}.")
-        if square and _close(got, transposed(dS)):
+        if square and close(got, transposed(dS), **TOL):
             fail(f"{what} uses {orientation}, so {what} = {formula}.")
-        for says, wrong in wrong_dS.items():
-            if _close(got, correct(wrong)):
-                fail(f"dV is right, but {what} {says}.")
+        says = first_match(got, ((functools.partial(correct, wrong), says)
+                                 for says, wrong in wrong_dS.items()), **TOL)
+        if says:
+            fail(f"dV is right, but {what} {says}.")
         fail(f"{what} differs from {formula}: {worst_mismatch(got, want)}. dV is right, so check "
              "dS = softmax_backward(W, grad_out @ V^T) and the transposes (and if the "
              "softmax_backward test fails, fix that first).")

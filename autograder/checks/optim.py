@@ -1,25 +1,30 @@
-"""Checks for exercise 04_adam: one Adam step, an Adam optimizer class and a training loop.
+"""Checks for exercise 04_adam: one Adam step, an Adam optimizer class, a training loop, and
+one AdamW step (decoupled weight decay).
 
-Each check draws seeded float64 inputs, calls the learner's ``adam_step`` or ``Adam`` and
-compares with :mod:`llmref.optim`, which tests/test_llmref_optim.py compares with
-``torch.optim.Adam`` (one step from a given state, and 100-step trajectories). Comparing with
-the NumPy reference keeps every check far under a second and free of torch at grading time.
+Each check draws seeded float64 inputs, calls the learner's ``adam_step``, ``Adam`` or
+``adamw_step`` and compares with :mod:`llmref.optim`, which tests/test_llmref_optim.py
+compares with ``torch.optim.Adam`` and ``torch.optim.AdamW`` (one step from a given state, and
+trajectories of 100 and more steps). Comparing with the NumPy reference keeps every check far
+under a second and free of torch at grading time.
 
 On a mismatch a check first compares the learner's result with what each common mistake
 computes (no bias correction, eps inside the square root, one m and v shared by all
-parameters, ...) and names the one it matches.
+parameters, weight decay added to the gradient, ...) and names the one it matches.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
 
 from llmref.optim import Adam as ReferenceAdam
 from llmref.optim import adam_step as reference_step
+from llmref.optim import adamw_step as reference_adamw
 
-from ._core import (NUMPY_SHORTCUTS, CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, find_bad_values,
-                    passed, seeded, worst_mismatch)
+from ._core import (NUMPY_SHORTCUTS, as_float_array, call_learner, close, describe, expect_class,
+                    expect_tuple, fail, find_bad_values, first_match, hint_on_error, matches,
+                    passed, refuse_shortcuts, seeded, worst_mismatch)
 
 # Everything is float64. A correct adam_step differs from the reference only in the order of
 # a few roundings (e.g. sqrt(v) / sqrt(1 - beta2**t) instead of sqrt(v / (1 - beta2**t))):
@@ -28,34 +33,26 @@ from ._core import (NUMPY_SHORTCUTS, CheckFailure, refuse_shortcuts, as_float_ar
 # five orders of margin; ATOL only guards entries that are exactly 0. Every mistake the checks
 # name changes some value by more than 1e-4 relative on the inputs below: the gradients span
 # 1e-6 .. 1, so that eps placement matters, and the hyperparameters are not the defaults.
+# AdamW's decoupled decay adds one multiplication, param * (1 - lr * weight_decay), whose
+# rounding (1e-16 relative) is as small; its smallest named mistake, decaying after the
+# update, moves a parameter by lr**2 * weight_decay times the step (1e-5 relative and more
+# on the inputs below).
 RTOL = 1e-9
 ATOL = 1e-300
+# NaN equals NaN in comparisons, so a wrong value is recognised where it overflows.
+TOL = {"rtol": RTOL, "atol": ATOL}
 
 DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+ADAMW_DEFAULTS = {**DEFAULTS, "weight_decay": 1e-2}  # torch.optim.AdamW's
 
 Function = Callable[..., object]
 
 # torch.optim.Adam (or any of torch) computes the step for the learner.
 WHY_BY_HAND = ("Write the update in NumPy: the moment estimates, their bias correction and "
                "where eps goes are the exercise, and what torch.optim.Adam hides.")
-
-
-def _close(actual, expected) -> bool:
-    with np.errstate(all="ignore"):
-        try:
-            return bool(np.allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True))
-        except ValueError:  # shapes that do not broadcast: not the same thing
-            return False
-
-
-def _matches(actual: np.ndarray, candidate: Callable[[], object]) -> bool:
-    """Whether `actual` equals what a candidate (usually a known mistake) computes."""
-    with np.errstate(all="ignore"):
-        try:
-            value = np.asarray(candidate(), dtype=np.float64)
-        except Exception:  # the candidate does not apply to these inputs
-            return False
-    return value.shape == np.shape(actual) and _close(actual, value)
+WHY_ADAMW_BY_HAND = ("Write the update in NumPy: where the decay goes (on the weight, scaled by "
+                     "lr, outside the adaptive step) is the exercise, and what "
+                     "torch.optim.AdamW hides.")
 
 
 def _gradients(rng: np.random.Generator, shape) -> np.ndarray:
@@ -86,7 +83,7 @@ def _step_with(p, g, m, v, t, lr, beta1, beta2, eps, *, correct_m=True, correct_
 
 
 def _diagnose_moment(which: str, actual, state, g, beta, other_beta, beta_name: str,
-                     other_name: str) -> None:
+                     other_name: str, name: str = "adam_step") -> None:
     """new_m (g**1, beta1) or new_v (g**2, beta2) is wrong: say how."""
     __tracebackhide__ = True
     power = 1 if which == "m" else 2
@@ -94,28 +91,47 @@ def _diagnose_moment(which: str, actual, state, g, beta, other_beta, beta_name: 
     expected = beta * state + (1 - beta) * gp
     formula = (f"new_{which} = {beta_name} * {which} + (1 - {beta_name}) * "
                + ("grad" if power == 1 else "grad**2"))
-    if _matches(actual, lambda: other_beta * state + (1 - other_beta) * gp):
-        fail(f"new_{which} uses {other_name} where it should use {beta_name}: beta1 and beta2 look "
-             f"swapped. beta1 (0.9 by default) belongs to m, beta2 (0.999) to v: {formula}.")
-    if which == "v" and _matches(actual, lambda: beta * state + (1 - beta) * g):
-        fail("new_v averages the gradient itself; v is the running average of the squared "
-             f"gradient: {formula}.")
-    if which == "v" and _matches(actual, lambda: beta * state + (1 - beta) * np.abs(g)):
-        fail(f"new_v averages |grad|; v is the running average of the squared gradient: {formula}.")
-    if _matches(actual, lambda: beta * state + gp):
-        fail(f"new_{which} adds the whole {'gradient' if power == 1 else 'squared gradient'}: scale "
-             f"it by (1 - {beta_name}), {formula}.")
-    if _matches(actual, lambda: (1 - beta) * state + beta * gp):
-        fail(f"new_{which} has its weights the wrong way round: {beta_name} multiplies the old "
-             f"{which}, (1 - {beta_name}) the new gradient term: {formula}.")
     default = DEFAULTS[beta_name]
-    if beta != default and _matches(actual, lambda: default * state + (1 - default) * gp):
-        fail(f"adam_step was called with {beta_name}={beta} but new_{which} is computed as if "
-             f"{beta_name}={default}: use the argument, not a hard-coded value.")
+    candidates = [
+        (lambda: other_beta * state + (1 - other_beta) * gp,
+         f"new_{which} uses {other_name} where it should use {beta_name}: beta1 and beta2 look "
+         f"swapped. beta1 (0.9 by default) belongs to m, beta2 (0.999) to v: {formula}."),
+    ]
+    if which == "v":
+        candidates += [
+            (lambda: beta * state + (1 - beta) * g,
+             "new_v averages the gradient itself; v is the running average of the squared "
+             f"gradient: {formula}."),
+            (lambda: beta * state + (1 - beta) * np.abs(g),
+             f"new_v averages |grad|; v is the running average of the squared gradient: {formula}."),
+        ]
+    candidates += [
+        (lambda: beta * state + gp,
+         f"new_{which} adds the whole {'gradient' if power == 1 else 'squared gradient'}: scale "
+         f"it by (1 - {beta_name}), {formula}."),
+        (lambda: (1 - beta) * state + beta * gp,
+         f"new_{which} has its weights the wrong way round: {beta_name} multiplies the old "
+         f"{which}, (1 - {beta_name}) the new gradient term: {formula}."),
+    ]
+    if beta != default:
+        candidates.append(
+            (lambda: default * state + (1 - default) * gp,
+             f"{name} was called with {beta_name}={beta} but new_{which} is computed as if "
+             f"{beta_name}={default}: use the argument, not a hard-coded value."))
+    message = first_match(actual, candidates, **TOL)
+    if message:
+        fail(message)
     fail(f"new_{which} should be {formula}: " + worst_mismatch(actual, expected) + ".")
 
 
-def _diagnose_param(actual, p, g, m, v, t, hyper) -> None:
+ADAM_RULE = "new_param = param - lr * m_hat / (sqrt(v_hat) + eps)"
+
+
+def _diagnose_param(actual, p, g, m, v, t, hyper, *, name: str = "adam_step",
+                    rule: str = ADAM_RULE) -> None:
+    """new_param is wrong although new_m and new_v are right: name the mistake.
+
+    `p` is the parameter Adam's step starts from (for AdamW, the decayed one)."""
     __tracebackhide__ = True
     lr, beta1, beta2, eps = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["eps"]
     expected = _step_with(p, g, m, v, t, lr, beta1, beta2, eps)
@@ -128,7 +144,6 @@ def _diagnose_param(actual, p, g, m, v, t, hyper) -> None:
     if bad:
         fail(f"new_param has {bad} values. Look for a division by zero: eps must be added to "
              "sqrt(v_hat) so the denominator is never 0.")
-    rule = "new_param = param - lr * m_hat / (sqrt(v_hat) + eps)"
     candidates = [
         (dict(correct_m=False, correct_v=False),
          f"new_param is computed without bias correction. Divide new_m by 1 - beta1**t and new_v "
@@ -158,33 +173,42 @@ def _diagnose_param(actual, p, g, m, v, t, hyper) -> None:
         (dict(numerator="g"),
          f"The step's numerator is the raw gradient; it is the bias-corrected m: {rule}."),
     ]
-    for changes, message in candidates:
-        if _matches(actual, lambda: _step_with(*args, **changes)):
-            fail(message)
-    for name, default in DEFAULTS.items():
-        if hyper[name] != default:
-            used = {**hyper, name: default}
-            if _matches(actual, lambda: _step_with(p, g, m, v, t, used["lr"], used["beta1"],
-                                                   used["beta2"], used["eps"])):
-                fail(f"adam_step was called with {name}={hyper[name]} but computed as if "
-                     f"{name}={default}: use the argument, not a hard-coded value.")
+    message = first_match(actual, ((functools.partial(_step_with, *args, **changes), says)
+                                   for changes, says in candidates), **TOL)
+    if message:
+        fail(message)
+    for key, default in DEFAULTS.items():
+        if hyper[key] != default:
+            used = {**hyper, key: default}
+            if matches(actual, lambda: _step_with(p, g, m, v, t, used["lr"], used["beta1"],
+                                                  used["beta2"], used["eps"]), **TOL):
+                fail(f"{name} was called with {key}={hyper[key]} but computed as if "
+                     f"{key}={default}: use the argument, not a hard-coded value.")
     fail(f"new_param should be {rule}: " + worst_mismatch(actual, expected) + ".")
 
 
-def _run_step(fn: Function, p, g, m, v, t, kwargs):
+def _run_step(fn: Function, p, g, m, v, t, kwargs, *, name: str = "adam_step",
+              why: str = WHY_BY_HAND):
+    """Call the learner's adam_step (or adamw_step) on copies; return its three arrays."""
     __tracebackhide__ = True
-    with refuse_shortcuts(NUMPY_SHORTCUTS, "adam_step", WHY_BY_HAND):
-        result = call_learner(fn, p.copy(), g.copy(), m.copy(), v.copy(), t, name="adam_step",
-                              **kwargs)
-    if result is None:
-        fail("`adam_step` returned None. It should end with `return new_param, new_m, new_v`.")
-    if not isinstance(result, (tuple, list)) or len(result) != 3:
-        fail("`adam_step` should return a tuple `(new_param, new_m, new_v)`, but returned "
-             f"{describe(result)}"
-             + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "") + ".")
-    names = ("new_param (first returned value)", "new_m (second returned value)",
-             "new_v (third returned value)")
+    with refuse_shortcuts(NUMPY_SHORTCUTS, name, why):
+        result = call_learner(fn, p.copy(), g.copy(), m.copy(), v.copy(), t, name=name, **kwargs)
+    result = expect_tuple(result, name, ("new_param", "new_m", "new_v"))
+    names = (f"new_param (the first value `{name}` returned)",
+             f"new_m (the second value `{name}` returned)",
+             f"new_v (the third value `{name}` returned)")
     return [as_float_array(r, n, p.shape) for r, n in zip(result, names)]
+
+
+def _wrong_order(got, expected, name: str) -> None:
+    """Fail if the three returned arrays are the right ones in another order."""
+    __tracebackhide__ = True
+    if all(close(a, e, **TOL) for a, e in zip(got, expected)):
+        return
+    for order in ((1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2), (2, 1, 0)):
+        if all(close(a, expected[i], **TOL) for a, i in zip(got, order)):
+            fail(f"{name} computes the right values but returns them in another order: "
+                 "return new_param, new_m, new_v.")
 
 
 def _check_one_step(fn: Function, p, g, m, v, t, kwargs) -> None:
@@ -192,18 +216,21 @@ def _check_one_step(fn: Function, p, g, m, v, t, kwargs) -> None:
     hyper = {**DEFAULTS, **kwargs}
     new_p, new_m, new_v = _run_step(fn, p, g, m, v, t, kwargs)
     expected = reference_step(p, g, m, v, t, **kwargs)
-    if not all(_close(a, e) for a, e in zip((new_p, new_m, new_v), expected)):
-        # The right values in the wrong order?
-        for order in ((1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2), (2, 1, 0)):
-            if all(_close(a, expected[i]) for a, i in zip((new_p, new_m, new_v), order)):
-                fail("adam_step computes the right values but returns them in another order: "
-                     "return new_param, new_m, new_v.")
-    if not _close(new_m, expected[1]):
+    _wrong_order((new_p, new_m, new_v), expected, "adam_step")
+    if not close(new_m, expected[1], **TOL):
         _diagnose_moment("m", new_m, m, g, hyper["beta1"], hyper["beta2"], "beta1", "beta2")
-    if not _close(new_v, expected[2]):
+    if not close(new_v, expected[2], **TOL):
         _diagnose_moment("v", new_v, v, g, hyper["beta2"], hyper["beta1"], "beta2", "beta1")
-    if not _close(new_p, expected[0]):
+    if not close(new_p, expected[0], **TOL):
         _diagnose_param(new_p, p, g, m, v, t, hyper)
+
+
+def _random_state(rng, shape, t):
+    """m and v as earlier gradients of this script's sizes would leave them after t - 1 steps."""
+    if t == 1:
+        return np.zeros(shape), np.zeros(shape)
+    scale = np.abs(_gradients(rng, shape))
+    return scale * rng.standard_normal(shape), (scale * rng.standard_normal(shape))**2
 
 
 def check_adam_step(fn: Function, *, seed: int = 0, shape=(3, 4), ts=(1, 2, 10, 1000),
@@ -218,11 +245,7 @@ def check_adam_step(fn: Function, *, seed: int = 0, shape=(3, 4), ts=(1, 2, 10, 
     kwargs = {"lr": lr, "beta1": betas[0], "beta2": betas[1], "eps": eps}
     for t in ts:
         p, g = rng.standard_normal(shape), _gradients(rng, shape)
-        if t == 1:
-            m, v = zeros, zeros
-        else:  # a state as earlier gradients of this size would leave it
-            scale = np.abs(_gradients(rng, shape))
-            m, v = scale * rng.standard_normal(shape), (scale * rng.standard_normal(shape))**2
+        m, v = _random_state(rng, shape, t)
         _check_one_step(fn, p, g, m, v, t, kwargs)
     passed(f"adam_step matches the reference on arrays of shape {tuple(shape)}: t = 1 with the "
            f"default hyperparameters, t in {tuple(ts)} with lr={lr}, betas={tuple(betas)}, eps={eps}")
@@ -280,7 +303,7 @@ VARIANTS = {
 }
 
 
-def _per_parameter_hint(error: Exception) -> str | None:
+def _per_parameter_hint(error: BaseException) -> str | None:
     if isinstance(error, ValueError) and "broadcast" in str(error):
         return ("Arrays of different shapes were combined: does one m (or v) serve several "
                 "parameters? Each parameter needs its own, np.zeros_like(p).")
@@ -289,9 +312,7 @@ def _per_parameter_hint(error: Exception) -> str | None:
 
 def _make(cls, params, lr, betas, eps):
     __tracebackhide__ = True
-    if not callable(cls):
-        fail(f"Expected `Adam` to be a class, but it is {describe(cls)}. Did a later cell "
-             "reassign the name? Re-run the cell that defines it.")
+    expect_class(cls, "Adam")
     with refuse_shortcuts(NUMPY_SHORTCUTS, "Adam", WHY_BY_HAND):
         optimizer = call_learner(cls, params, lr=lr, betas=betas, eps=eps, name="Adam")
     if not callable(getattr(optimizer, "step", None)):
@@ -302,14 +323,8 @@ def _make(cls, params, lr, betas, eps):
 
 def _learner_step(optimizer, grads) -> None:
     __tracebackhide__ = True
-    try:
-        with refuse_shortcuts(NUMPY_SHORTCUTS, "Adam.step", WHY_BY_HAND):
-            call_learner(optimizer.step, [g.copy() for g in grads], name="Adam.step")
-    except CheckFailure as failure:
-        extra = _per_parameter_hint(failure.__cause__) if failure.__cause__ is not None else None
-        if extra:
-            raise CheckFailure(f"{failure}\n{extra}") from failure.__cause__
-        raise
+    with hint_on_error(_per_parameter_hint), refuse_shortcuts(NUMPY_SHORTCUTS, "Adam.step", WHY_BY_HAND):
+        call_learner(optimizer.step, [g.copy() for g in grads], name="Adam.step")
 
 
 def _follow(cls, init, grad_fn, steps: int, lr, betas, eps) -> list[np.ndarray]:
@@ -332,10 +347,24 @@ def _follow(cls, init, grad_fn, steps: int, lr, betas, eps) -> list[np.ndarray]:
         # Copies: as_float_array returns the live array itself when it is already float64.
         history.append([as_float_array(p, f"parameter {i}", q.shape).copy()
                         for i, (p, q) in enumerate(zip(params, init))])
-        if all(_close(a, e) for a, e in zip(history[-1], reference.params)):
+        if all(close(a, e, **TOL) for a, e in zip(history[-1], reference.params)):
             continue
         _diagnose_class(k, history, grads_seen, init, before, reference.params, lr, betas, eps)
     return params
+
+
+def _replays(kind: str, grads_seen, history, init, lr, betas, eps) -> bool:
+    """Whether the learner's parameters, step after step, are what VARIANTS[kind] gives."""
+    variant = _Variant(kind, init, lr, betas, eps)
+    with np.errstate(all="ignore"):
+        try:
+            for step_grads, learner_params in zip(grads_seen, history):
+                variant.step(step_grads)
+                if not all(close(a, e, **TOL) for a, e in zip(learner_params, variant.params)):
+                    return False
+        except Exception:  # e.g. a shared m cannot serve parameters of different shapes
+            return False
+    return True
 
 
 def _diagnose_class(k, history, grads_seen, init, before, expected, lr, betas, eps) -> None:
@@ -350,20 +379,9 @@ def _diagnose_class(k, history, grads_seen, init, before, expected, lr, betas, e
              "references to those arrays, so assigning a new array to a name or a list entry "
              "(or updating a copy) leaves them as they were.")
     for kind, message in VARIANTS.items():
-        variant = _Variant(kind, init, lr, betas, eps)
-        with np.errstate(all="ignore"):
-            try:
-                same = True
-                for step_grads, learner_params in zip(grads_seen, history):
-                    variant.step(step_grads)
-                    same = all(_close(a, e) for a, e in zip(learner_params, variant.params))
-                    if not same:
-                        break
-            except Exception:  # e.g. a shared m cannot serve parameters of different shapes
-                same = False
-        if same:
+        if _replays(kind, grads_seen, history, init, lr, betas, eps):
             fail(message)
-    i = next(i for i, (a, e) in enumerate(zip(now, expected)) if not _close(a, e))
+    i = next(i for i, (a, e) in enumerate(zip(now, expected)) if not close(a, e, **TOL))
     fail(f"After step() number {k + 1}, parameter {i} differs from the reference: "
          + worst_mismatch(now[i], expected[i]) + ". If test_adam_step passes, look at how step() "
          "uses it: one m and v per parameter kept between steps, t counted once per step and 1 "
@@ -382,25 +400,163 @@ def check_adam_class(cls, *, seed: int = 0, shapes=((2, 3), (2, 3)), steps: int 
            f"{tuple(tuple(s) for s in shapes)}")
 
 
+def _least_squares(rng, n_samples: int, n_features: int):
+    """Features X, targets y and the gradient of mean((X w + b - y)^2) in w and b."""
+    X = rng.standard_normal((n_samples, n_features))
+    y = X @ rng.standard_normal(n_features) + 0.5 + 0.1 * rng.standard_normal(n_samples)
+
+    def loss(w, b):
+        return float(np.mean((X @ w + b - y) ** 2))
+
+    def grads(w, b):
+        r = X @ w + b - y
+        return 2 * X.T @ r / n_samples, np.array([2 * r.mean()])
+
+    return loss, grads
+
+
 def check_adam_loop(cls, *, seed: int = 1, steps: int = 100, lr: float = 0.05,
                     n_features: int = 4, n_samples: int = 30) -> None:
     """Train least-squares weights w and bias b with Adam; the gradients come from the current
     parameters, so one wrong step changes every later one."""
     __tracebackhide__ = True
-    rng = seeded(seed)
-    X = rng.standard_normal((n_samples, n_features))
-    y = X @ rng.standard_normal(n_features) + 0.5 + 0.1 * rng.standard_normal(n_samples)
+    loss, grads = _least_squares(seeded(seed), n_samples, n_features)
     init = [np.zeros(n_features), np.zeros(1)]
-
-    def loss(params):
-        w, b = params
-        return float(np.mean((X @ w + b - y) ** 2))
-
-    def grads(params, k):
-        w, b = params
-        r = X @ w + b - y
-        return [2 * X.T @ r / n_samples, np.array([2 * r.mean()])]
-
-    final = _follow(cls, init, grads, steps, lr, (0.9, 0.999), 1e-8)
+    final = _follow(cls, init, lambda params, k: list(grads(*params)), steps, lr, (0.9, 0.999), 1e-8)
     passed(f"{steps} Adam steps on a least-squares problem follow the reference "
-           f"(loss {loss(init):.3f} -> {loss(final):.3f})")
+           f"(loss {loss(*init):.3f} -> {loss(*final):.3f})")
+
+
+# ------------------------------------------------------------------------- adamw_step
+
+ADAMW_RULE = "new_param = param * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps)"
+
+
+def _adamw_param(kind: str, p, g, m, v, t, lr, beta1, beta2, eps, wd):
+    """AdamW's new parameter, right ("right") or with one known mistake about the decay."""
+    adam = functools.partial(_step_with, g=g, m=m, v=v, t=t, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    if kind == "l2":  # Adam with L2 regularisation: the decay goes through m and v
+        return _step_with(p, g + wd * p, m, v, t, lr, beta1, beta2, eps)
+    if kind == "decay_inside_step":  # added to the numerator, divided by sqrt(v_hat) + eps
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        new_m, new_v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g**2
+        return p - lr * (new_m / bc1 + wd * p) / (np.sqrt(new_v / bc2) + eps)
+    if kind == "decay_without_lr":
+        return adam(p * (1 - wd))
+    if kind == "decay_after_update":
+        return adam(p) * (1 - lr * wd)
+    if kind == "no_decay":
+        return adam(p)
+    if kind == "decay_grows":
+        return adam(p * (1 + lr * wd))
+    if kind == "decay_not_proportional":
+        return adam(p - lr * wd)
+    if kind == "default_decay":
+        return adam(p * (1 - lr * ADAMW_DEFAULTS["weight_decay"]))
+    return adam(p * (1 - lr * wd))
+
+
+ADAMW_MISTAKES = {
+    "l2": "The weight decay went into the gradient (grad + weight_decay * param): that is Adam "
+          "with L2 regularisation, what torch.optim.Adam(weight_decay=...) computes, not AdamW. "
+          "Adam then divides it by sqrt(v_hat) with the rest of the gradient, so weights with "
+          "large gradients are barely decayed. Decouple it: m and v see the plain gradient, and "
+          "the parameter itself shrinks by lr * weight_decay * param, outside the adaptive step.",
+    "decay_inside_step": "The decay term weight_decay * param is divided by sqrt(v_hat) + eps "
+                         "together with m_hat, so weights with large gradients are barely "
+                         "decayed. AdamW keeps it outside the adaptive step: " + ADAMW_RULE + ".",
+    "decay_without_lr": "The decay is not scaled by the learning rate: param * (1 - weight_decay) "
+                        "shrinks every weight by weight_decay at every step, whatever lr is. AdamW "
+                        "shrinks it by lr * weight_decay * param: " + ADAMW_RULE + ".",
+    "decay_after_update": "The decay is applied after the Adam step, to the updated parameter. "
+                          "torch.optim.AdamW decays the parameter as it was before this step: "
+                          "param * (1 - lr * weight_decay) first, then the Adam update.",
+    "no_decay": "new_param is exactly what adam_step gives: the weight decay is missing. AdamW also "
+                "shrinks the parameter by lr * weight_decay * param: " + ADAMW_RULE + ".",
+    "decay_grows": "The decay has the wrong sign: the weights grow by lr * weight_decay * param "
+                   "instead of shrinking: " + ADAMW_RULE + ".",
+    "decay_not_proportional": "The decay subtracts lr * weight_decay, the same amount from every "
+                              "weight; it is proportional to the weight, a pull towards 0: "
+                              "param * (1 - lr * weight_decay).",
+}
+
+
+def _diagnose_adamw(got, p, g, m, v, t, hyper) -> None:
+    """Name what is wrong with the learner's AdamW step, or fail with the largest difference."""
+    __tracebackhide__ = True
+    new_p, new_m, new_v = got
+    lr, beta1, beta2, eps, wd = (hyper[k] for k in ("lr", "beta1", "beta2", "eps", "weight_decay"))
+    expected = reference_adamw(p, g, m, v, t, lr, beta1, beta2, eps, wd)
+    _wrong_order(got, expected, "adamw_step")
+    if not close(new_m, expected[1], **TOL) or not close(new_v, expected[2], **TOL):
+        l2 = _step_with(p, g + wd * p, m, v, t, lr, beta1, beta2, eps)
+        if wd and (matches(new_m, beta1 * m + (1 - beta1) * (g + wd * p), **TOL)
+                   or matches(new_p, l2, **TOL)):
+            fail(ADAMW_MISTAKES["l2"])
+        if not close(new_m, expected[1], **TOL):
+            _diagnose_moment("m", new_m, m, g, beta1, beta2, "beta1", "beta2", "adamw_step")
+        _diagnose_moment("v", new_v, v, g, beta2, beta1, "beta2", "beta1", "adamw_step")
+    if close(new_p, expected[0], **TOL):
+        return
+    args = (p, g, m, v, t, lr, beta1, beta2, eps, wd)
+    candidates = [(functools.partial(_adamw_param, kind, *args), message)
+                  for kind, message in ADAMW_MISTAKES.items() if wd or kind == "decay_grows"]
+    if wd != ADAMW_DEFAULTS["weight_decay"]:
+        candidates.append((functools.partial(_adamw_param, "default_decay", *args),
+                           f"adamw_step was called with weight_decay={wd} but computed as if "
+                           f"weight_decay={ADAMW_DEFAULTS['weight_decay']}: use the argument, not "
+                           "a hard-coded value."))
+    message = first_match(new_p, candidates, **TOL)
+    if message:
+        fail(message)
+    # The decay is right; Adam's part of the step is not: adam_step's own diagnoses apply.
+    _diagnose_param(new_p, p * (1 - lr * wd), g, m, v, t, hyper, name="adamw_step",
+                    rule=ADAMW_RULE)
+
+
+def _adamw_case(fn: Function, p, g, m, v, t, kwargs):
+    """One learner AdamW step from (p, m, v) at step t; fail with a diagnosis if it is wrong.
+    Returns the learner's (new_param, new_m, new_v)."""
+    __tracebackhide__ = True
+    got = _run_step(fn, p, g, m, v, t, kwargs, name="adamw_step", why=WHY_ADAMW_BY_HAND)
+    expected = reference_adamw(p, g, m, v, t, **kwargs)
+    if not all(close(a, e, **TOL) for a, e in zip(got, expected)):
+        _diagnose_adamw(got, p, g, m, v, t, {**ADAMW_DEFAULTS, **kwargs})
+    return got
+
+
+def check_adamw_step(fn: Function, *, seed: int = 30, shape=(3, 4), ts=(1, 2, 10, 1000),
+                     lr: float = 0.01, betas=(0.8, 0.99), eps: float = 1e-6,
+                     weight_decay: float = 0.1) -> None:
+    """One step from a fresh state with the default hyperparameters (weight_decay 0.01), then
+    steps t in `ts` from random states with the given (non-default) ones."""
+    __tracebackhide__ = True
+    rng = seeded(seed)
+    p, g = rng.standard_normal(shape), _gradients(rng, shape)
+    zeros = np.zeros(shape)
+    _adamw_case(fn, p, g, zeros, zeros, 1, {})
+    kwargs = {"lr": lr, "beta1": betas[0], "beta2": betas[1], "eps": eps, "weight_decay": weight_decay}
+    for t in ts:
+        p, g = rng.standard_normal(shape), _gradients(rng, shape)
+        m, v = _random_state(rng, shape, t)
+        _adamw_case(fn, p, g, m, v, t, kwargs)
+    passed(f"adamw_step matches the reference on arrays of shape {tuple(shape)}: t = 1 with the "
+           f"default hyperparameters, t in {tuple(ts)} with lr={lr}, betas={tuple(betas)}, "
+           f"eps={eps}, weight_decay={weight_decay}")
+
+
+def check_adamw_loop(fn: Function, *, seed: int = 31, steps: int = 100, lr: float = 0.05,
+                     weight_decay: float = 0.1, n_features: int = 4, n_samples: int = 30) -> None:
+    """Train least-squares weights and bias with the learner's adamw_step, its own returned
+    state fed back at every step; every step is compared with the reference from that state."""
+    __tracebackhide__ = True
+    loss, grads = _least_squares(seeded(seed), n_samples, n_features)
+    kwargs = {"lr": lr, "weight_decay": weight_decay}
+    params = [np.zeros(n_features), np.zeros(1)]
+    state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+    start = loss(*params)
+    for t in range(1, steps + 1):
+        for i, (p, g) in enumerate(zip(params, grads(*params))):
+            params[i], *state[i] = _adamw_case(fn, p, g, *state[i], t, kwargs)
+    passed(f"{steps} AdamW steps (weight_decay={weight_decay}) on a least-squares problem follow "
+           f"the reference (loss {start:.3f} -> {loss(*params):.3f})")

@@ -11,6 +11,7 @@ names the one it matches, so a failure says what to fix rather than only that va
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -19,8 +20,8 @@ from llmref.probability import cross_entropy as reference_cross_entropy
 from llmref.probability import log_softmax as reference_log_softmax
 from llmref.probability import softmax as reference_softmax
 
-from ._core import (refuse_shortcuts, CheckFailure, as_float_array, call_learner, fail, find_bad_values, passed,
-                    seeded, worst_mismatch)
+from ._core import (as_float_array, call_learner, fail, find_bad_values, first_match, hint_on_error,
+                    matches, passed, refuse_shortcuts, seeded, shape_of, to_numpy, worst_mismatch)
 
 # Inputs are float64. Correct implementations differ only in rounding: a few ulps of the
 # largest logit, about 2e-16 * 1e5 = 2e-11 for the largest logits the checks use. 1e-6
@@ -60,38 +61,21 @@ WHY_BY_HAND = ("Write it in NumPy: subtracting the maximum, exponentiating and n
 
 # --------------------------------------------------------------------------- helpers
 
-def _call(fn: Function, *args, name: str, hint: Callable[[Exception], str | None] | None = None,
-          **kwargs):
-    """call_learner, adding `hint(error)` (when it has one) to the message if the learner's
-    code raises."""
+def _call(fn: Function, *args, name: str, hint: Callable[[BaseException], str | None], **kwargs):
+    """The learner's call, shortcuts refused; if their code raises, `hint(error)` may add a line."""
     __tracebackhide__ = True
-    try:
-        with refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
-            return call_learner(fn, *args, name=name, **kwargs)
-    except CheckFailure as failure:
-        extra = hint(failure.__cause__) if hint and failure.__cause__ is not None else None
-        if extra:
-            raise CheckFailure(f"{failure}\n{extra}") from failure.__cause__
-        raise
+    with hint_on_error(hint), refuse_shortcuts(SHORTCUTS, name, WHY_BY_HAND):
+        return call_learner(fn, *args, name=name, **kwargs)
 
 
-def _keepdims_hint(error: Exception) -> str | None:
+def _keepdims_hint(error: BaseException) -> str | None:
     return KEEPDIMS_HINT if isinstance(error, ValueError) and "broadcast" in str(error) else None
 
 
-def _matches(actual: np.ndarray, candidate: Callable[[], object]) -> bool:
-    """Whether `actual` equals what a candidate (usually a known mistake) computes.
-
-    NaN and infinities count as equal to themselves, so a wrong implementation that
-    overflows is recognised by where it overflows.
-    """
-    with np.errstate(all="ignore"):
-        try:
-            value = np.asarray(candidate(), dtype=np.float64)
-        except Exception:  # the candidate does not apply to this input (e.g. cannot broadcast)
-            return False
-    return value.shape == actual.shape and bool(
-        np.allclose(actual, value, rtol=RTOL, atol=ATOL, equal_nan=True))
+# Whether a result is what a candidate (usually a known mistake) computes, at the checks'
+# tolerance; NaN and inf count as equal to themselves, so an overflow is recognised by where
+# it happens.
+_looks_like = functools.partial(matches, rtol=RTOL, atol=ATOL)
 
 
 def _logits(rng: np.random.Generator, shape, scale: float = 3.0) -> np.ndarray:
@@ -164,7 +148,7 @@ def _diagnose_softmax(x: np.ndarray, axis: int, out: np.ndarray) -> None:
     largest = float(np.abs(x).max())
     bad = find_bad_values(out)
     if bad:
-        if _matches(out, lambda: _softmax_global_max(x, axis)):
+        if _looks_like(out, lambda: _softmax_global_max(x, axis)):
             fail(f"softmax returned {bad} values. It looks like you subtract the maximum of the "
                  "whole array (x.max()), which is right in theory, but a slice whose logits all lie "
                  "far below that maximum gets exp() = 0 everywhere and 0 / 0 = NaN. Subtract each "
@@ -176,7 +160,7 @@ def _diagnose_softmax(x: np.ndarray, axis: int, out: np.ndarray) -> None:
     if out.min() < -ATOL:
         fail(f"softmax returned a negative value ({out.min():.3g}); probabilities are >= 0. "
              "Exponentiate the (shifted) logits before normalising.")
-    if axis % x.ndim != x.ndim - 1 and _matches(out, lambda: reference_softmax(x, axis=-1)):
+    if axis % x.ndim != x.ndim - 1 and _looks_like(out, lambda: reference_softmax(x, axis=-1)):
         fail(f"Called with {_axis_text(axis)}, your softmax normalised along the last axis instead: "
              "it ignores the `axis` argument. Pass `axis` on to every max and sum.")
     sums = out.sum(axis=axis)
@@ -186,7 +170,7 @@ def _diagnose_softmax(x: np.ndarray, axis: int, out: np.ndarray) -> None:
                 fail(f"Your softmax sums to 1 along axis {k}, but it was asked for "
                      f"{_axis_text(axis)}: normalised along axis {k}, not {axis}. Use the same "
                      "`axis` for the max, the exp-sum and keepdims.")
-        if _matches(out, lambda: np.exp(x - x.max(axis=axis, keepdims=True))):
+        if _looks_like(out, lambda: np.exp(x - x.max(axis=axis, keepdims=True))):
             fail("The values are exp(x - max) but not normalised: divide by their sum along "
                  "`axis` (keepdims=True) so that they add up to 1.")
         fail(f"softmax does not sum to 1 along {_axis_text(axis)}: sums range from "
@@ -236,18 +220,18 @@ def _diagnose_log_softmax(x: np.ndarray, axis: int, out: np.ndarray) -> None:
     m = x.max(axis=axis, keepdims=True)
     bad = find_bad_values(out)
     if bad:
-        if _matches(out, lambda: _log_of_softmax(x, axis)):
+        if _looks_like(out, lambda: _log_of_softmax(x, axis)):
             fail(f"log_softmax returned {bad} values: it computes log(softmax(x)). For logits "
                  f"up to {largest:.3g} in size some probabilities are below the smallest float64 "
                  "(about 1e-308) and become exactly 0, and log(0) = -inf. Use the log-sum-exp "
                  "trick instead: (x - m) - log(sum(exp(x - m))) with m = x.max(axis=axis, "
                  "keepdims=True); it never takes the log of a tiny number.")
-        if _matches(out, lambda: _logsumexp_no_shift(x, axis)):
+        if _looks_like(out, lambda: _logsumexp_no_shift(x, axis)):
             fail(f"log_softmax returned {bad} values: it computes x - log(sum(exp(x))) without "
                  "shifting, and exp() overflows to inf (or underflows to 0) for logits this "
                  f"large ({largest:.3g}). Subtract the maximum m first and add it back: "
                  "log(sum(exp(x))) = m + log(sum(exp(x - m))).")
-        if _matches(out, lambda: _log_of_unshifted_softmax(x, axis)):
+        if _looks_like(out, lambda: _log_of_unshifted_softmax(x, axis)):
             fail(f"log_softmax returned {bad} values: np.exp overflows for logits this large "
                  f"({largest:.3g}). Subtract the maximum along `axis` first, and use the "
                  "log-sum-exp trick rather than log(softmax(x)).")
@@ -258,22 +242,22 @@ def _diagnose_log_softmax(x: np.ndarray, axis: int, out: np.ndarray) -> None:
         fail(f"log_softmax returned {bad} values where the true log-probabilities are finite: "
              "a probability that underflowed to 0 has been put through log(). Use the log-sum-exp "
              "trick, (x - m) - log(sum(exp(x - m))) with m the maximum along `axis`.")
-    if axis % x.ndim != x.ndim - 1 and _matches(out, lambda: reference_log_softmax(x, axis=-1)):
+    if axis % x.ndim != x.ndim - 1 and _looks_like(out, lambda: reference_log_softmax(x, axis=-1)):
         fail(f"Called with {_axis_text(axis)}, your log_softmax worked along the last axis "
              "instead: it ignores the `axis` argument. Pass `axis` on to every max and sum.")
     if np.allclose(out, expected, rtol=RTOL, atol=ATOL):
         return
-    if _matches(out, lambda: reference_softmax(x, axis=axis)):
+    if _looks_like(out, lambda: reference_softmax(x, axis=axis)):
         fail("log_softmax returned the probabilities themselves (they sum to 1): return their "
              "logarithm, computed as (x - m) - log(sum(exp(x - m))).")
-    if _matches(out, lambda: -expected):
+    if _looks_like(out, lambda: -expected):
         fail("log_softmax has the wrong sign: log-probabilities are <= 0. It is "
              "x - logsumexp(x), not logsumexp(x) - x.")
-    if _matches(out, lambda: expected + m):
+    if _looks_like(out, lambda: expected + m):
         fail("log_softmax is off by the maximum m: log(sum(exp(x - m))) is the log-sum-exp of the "
              "*shifted* logits, so subtract it from the shifted logits x - m (or add m back: "
              "log(sum(exp(x))) = m + log(sum(exp(x - m)))).")
-    if _matches(out, lambda: x - m):
+    if _looks_like(out, lambda: x - m):
         fail("log_softmax returns x - max(x): subtracting the maximum is only the first part. "
              "Also subtract log(sum(exp(x - m))) along `axis`.")
     with np.errstate(all="ignore"):
@@ -324,7 +308,7 @@ def check_log_softmax_large_logits(fn: Function, *, seed: int = 5, magnitude: fl
 
 def _run_cross_entropy(fn: Function, logits: np.ndarray, targets: np.ndarray) -> float:
     __tracebackhide__ = True
-    def hint(error: Exception) -> str | None:
+    def hint(error: BaseException) -> str | None:
         if logits.ndim > 2 and isinstance(error, (IndexError, ValueError)):
             return LEADING_AXES_HINT.format(logits_shape=logits.shape, batch=logits.shape[:-1])
         if isinstance(error, ValueError) and "broadcast" in str(error):
@@ -334,11 +318,9 @@ def _run_cross_entropy(fn: Function, logits: np.ndarray, targets: np.ndarray) ->
     result = _call(fn, logits.copy(), targets.copy(), name="cross_entropy", hint=hint)
     if result is None:
         fail("`cross_entropy` returned None. Does it end with a `return` statement?")
-    if hasattr(result, "detach"):  # a torch tensor is fine; compare its value
-        result = result.detach().cpu().numpy()
-    try:
-        shape = np.shape(result)
-    except (TypeError, ValueError):  # e.g. a ragged list
+    result = to_numpy(result)  # a torch tensor is fine; compare its value
+    shape = shape_of(result)
+    if shape is None:  # e.g. a ragged list
         fail(f"`cross_entropy` should return one number, but returned {type(result).__name__}.")
     if targets.size > 1 and shape == targets.shape:
         fail(f"`cross_entropy` returned one loss per example (shape {shape}). It should return "
@@ -393,9 +375,9 @@ def _diagnose_cross_entropy(logits: np.ndarray, targets: np.ndarray, value: floa
          "The log-probabilities are normalised over the examples (axis 0), not over the classes: "
          "take log_softmax along the last axis (axis=-1)."),
     )
-    for candidate, message in candidates:
-        if _matches(np.asarray(value), candidate):
-            fail(message)
+    message = first_match(np.asarray(value), candidates, rtol=RTOL, atol=ATOL)
+    if message:
+        fail(message)
     shape_hint = ""
     if logits.ndim > 2:
         shape_hint = " " + LEADING_AXES_HINT.format(logits_shape=logits.shape, batch=logits.shape[:-1])

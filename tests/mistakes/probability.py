@@ -1,105 +1,123 @@
-"""Wrong versions of softmax, log_softmax and cross_entropy (exercise 01_softmax)."""
+"""Wrong versions of softmax, log_softmax and cross_entropy (exercise 01_softmax).
+
+Each mistake is a right implementation, written the way a learner would, with one change;
+`_with` fails loudly if the text it changes is not in that implementation exactly once.
+The mistakes of each function come most instructive first (the first three of each go
+through real nbgrader); the library shortcut comes last.
+"""
 from . import Mistake
 
 EXERCISE = "01_softmax"
 
+RIGHT = {
+    "softmax": '''def softmax(x, axis=-1):
+    x = np.asarray(x, dtype=float)
+    m = x.max(axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(axis=axis, keepdims=True)
+''',
+    "log_softmax": '''def log_softmax(x, axis=-1):
+    x = np.asarray(x, dtype=float)
+    m = x.max(axis=axis, keepdims=True)
+    shifted = x - m
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+''',
+    "cross_entropy": '''def cross_entropy(logits, targets):
+    logp = log_softmax(logits, axis=-1)
+    targets = np.asarray(targets)
+    picked = np.take_along_axis(logp, targets[..., None], axis=-1)
+    return float(-picked.mean())
+''',
+}
 
-def _softmax(body: str) -> str:
-    return "def softmax(x, axis=-1):\n" + body
+
+def _with(cell: str, *changes: tuple[str, str]) -> str:
+    source = RIGHT[cell]
+    for old, new in changes:
+        assert source.count(old) == 1, f"{old!r} must occur exactly once in RIGHT[{cell!r}]"
+        source = source.replace(old, new)
+    return source
 
 
-def _log_softmax(body: str) -> str:
-    return "def log_softmax(x, axis=-1):\n" + body
+def _mistake(name: str, cell: str, *changes: tuple[str, str], says: str) -> Mistake:
+    return Mistake(name, cell, _with(cell, *changes), says=says)
 
 
-def _cross_entropy(body: str) -> str:
-    return "def cross_entropy(logits, targets):\n" + body
-
+LOGSUMEXP = "np.log(np.exp(shifted).sum(axis=axis, keepdims=True))"
+PICK = "np.take_along_axis(logp, targets[..., None], axis=-1)"
 
 MISTAKES = [
     # ---- softmax
-    Mistake("softmax_no_max_shift", "softmax", _softmax("""
-    e = np.exp(x)
-    return e / e.sum(axis=axis, keepdims=True)
-"""), says="Subtract the maximum along `axis` first"),
-    Mistake("softmax_global_max", "softmax", _softmax("""
-    e = np.exp(x - x.max())
-    return e / e.sum(axis=axis, keepdims=True)
-"""), says="each slice's own maximum"),
-    Mistake("softmax_ignores_axis", "softmax", _softmax("""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-"""), says="ignores the `axis` argument"),
-    Mistake("softmax_sums_over_axis_0", "softmax", _softmax("""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=0, keepdims=True)
-"""), says="normalised along axis 0"),
-    Mistake("softmax_not_normalised", "softmax", _softmax("""
-    return np.exp(x - x.max(axis=axis, keepdims=True))
-"""), says="not normalised"),
-    Mistake("softmax_without_keepdims", "softmax", _softmax("""
-    e = np.exp(x - x.max(axis=axis))
-    return e / e.sum(axis=axis)
-"""), says="keepdims=True"),
+    _mistake("softmax_no_max_shift", "softmax",
+             ("np.exp(x - m)", "np.exp(x)"),
+             says="Subtract the maximum along `axis` first"),
+    _mistake("softmax_global_max", "softmax",
+             ("m = x.max(axis=axis, keepdims=True)", "m = x.max()"),
+             says="each slice's own maximum"),
+    _mistake("softmax_ignores_axis", "softmax",
+             ("x.max(axis=axis, ", "x.max(axis=-1, "), ("e.sum(axis=axis, ", "e.sum(axis=-1, "),
+             says="ignores the `axis` argument"),
+    _mistake("softmax_sums_over_axis_0", "softmax",
+             ("e.sum(axis=axis, ", "e.sum(axis=0, "),
+             says="normalised along axis 0"),
+    _mistake("softmax_not_normalised", "softmax",
+             ("return e / e.sum(axis=axis, keepdims=True)", "return e"),
+             says="not normalised"),
+    _mistake("softmax_without_keepdims", "softmax",
+             ("x.max(axis=axis, keepdims=True)", "x.max(axis=axis)"),
+             ("e.sum(axis=axis, keepdims=True)", "e.sum(axis=axis)"),
+             says="keepdims=True"),
     # ---- log_softmax
-    Mistake("log_of_softmax", "log_softmax", _log_softmax("""
-    return np.log(softmax(x, axis=axis))
-"""), says="log-sum-exp trick"),
-    Mistake("logsumexp_without_shift", "log_softmax", _log_softmax("""
-    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
-"""), says="Subtract the maximum m first and add it back"),
-    Mistake("logsumexp_drops_the_max", "log_softmax", _log_softmax("""
-    m = x.max(axis=axis, keepdims=True)
-    return x - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
-"""), says="off by the maximum m"),
-    Mistake("log_softmax_wrong_sign", "log_softmax", _log_softmax("""
-    m = x.max(axis=axis, keepdims=True)
-    return np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) - (x - m)
-"""), says="wrong sign"),
-    Mistake("log_softmax_ignores_axis", "log_softmax", _log_softmax("""
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-"""), says="ignores the `axis` argument"),
-    Mistake("log_softmax_returns_probabilities", "log_softmax", _log_softmax("""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-"""), says="returned the probabilities themselves"),
+    _mistake("log_of_softmax", "log_softmax",
+             (f"return shifted - {LOGSUMEXP}", "return np.log(softmax(x, axis=axis))"),
+             says="log-sum-exp trick"),
+    _mistake("logsumexp_without_shift", "log_softmax",
+             ("shifted = x - m", "shifted = x"),
+             says="Subtract the maximum m first and add it back"),
+    _mistake("logsumexp_drops_the_max", "log_softmax",
+             ("return shifted - ", "return x - "),
+             says="off by the maximum m"),
+    _mistake("log_softmax_wrong_sign", "log_softmax",
+             (f"return shifted - {LOGSUMEXP}", f"return {LOGSUMEXP} - shifted"),
+             says="wrong sign"),
+    _mistake("log_softmax_ignores_axis", "log_softmax",
+             ("x.max(axis=axis, ", "x.max(axis=-1, "), (".sum(axis=axis, ", ".sum(axis=-1, "),
+             says="ignores the `axis` argument"),
+    _mistake("log_softmax_returns_probabilities", "log_softmax",
+             (f"return shifted - {LOGSUMEXP}",
+              "e = np.exp(shifted)\n    return e / e.sum(axis=axis, keepdims=True)"),
+             says="returned the probabilities themselves"),
     # ---- cross_entropy
-    Mistake("cross_entropy_sum", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(-np.take_along_axis(logp, targets[..., None], axis=-1).sum())
-"""), says="sum over the"),
-    Mistake("cross_entropy_no_minus", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(np.take_along_axis(logp, targets[..., None], axis=-1).mean())
-"""), says="wrong sign"),
-    Mistake("cross_entropy_per_example", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-"""), says="one loss per example"),
-    Mistake("cross_entropy_targets_as_one_hot", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(-(logp * targets[..., None]).sum(axis=-1).mean())
-"""), says="not one-hot vectors"),
-    Mistake("cross_entropy_indexes_columns", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(-logp[:, targets].mean())
-"""), says="Pick one entry per example"),
-    Mistake("cross_entropy_targets_times_logp", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(-(logp * targets).sum(axis=-1).mean())
-"""), says="integer class ids"),
-    Mistake("cross_entropy_log_of_softmax", "cross_entropy", _cross_entropy("""
-    p = softmax(logits, axis=-1)
-    return float(-np.log(np.take_along_axis(p, targets[..., None], axis=-1)).mean())
-"""), says="from log_softmax (the log-sum-exp trick)"),
-    Mistake("cross_entropy_only_2d", "cross_entropy", _cross_entropy("""
-    logp = log_softmax(logits, axis=-1)
-    return float(-logp[np.arange(len(targets)), targets].mean())
-"""), says="Reshape the logits to (-1, C)"),
+    _mistake("cross_entropy_sum", "cross_entropy",
+             ("-picked.mean()", "-picked.sum()"),
+             says="sum over the"),
+    _mistake("cross_entropy_no_minus", "cross_entropy",
+             ("float(-picked.mean())", "float(picked.mean())"),
+             says="wrong sign"),
+    _mistake("cross_entropy_per_example", "cross_entropy",
+             ("return float(-picked.mean())", "return -picked[..., 0]"),
+             says="one loss per example"),
+    _mistake("cross_entropy_targets_as_one_hot", "cross_entropy",
+             (PICK, "(logp * targets[..., None]).sum(axis=-1)"),
+             says="not one-hot vectors"),
+    _mistake("cross_entropy_indexes_columns", "cross_entropy",
+             (PICK, "logp[:, targets]"),
+             says="Pick one entry per example"),
+    _mistake("cross_entropy_targets_times_logp", "cross_entropy",
+             (PICK, "(logp * targets).sum(axis=-1)"),
+             says="integer class ids"),
+    _mistake("cross_entropy_log_of_softmax", "cross_entropy",
+             ("logp = log_softmax(logits, axis=-1)", "logp = np.log(softmax(logits, axis=-1))"),
+             says="from log_softmax (the log-sum-exp trick)"),
+    _mistake("cross_entropy_only_2d", "cross_entropy",
+             (PICK, "logp[np.arange(len(targets)), targets]"),
+             says="Reshape the logits to (-1, C)"),
     # The right numbers from a library: the exercise is to write the softmax.
-    Mistake("softmax_from_scipy", "softmax", _softmax("""
-    from scipy.special import softmax as library_softmax
-    return library_softmax(x, axis=axis)
-"""), says="uses scipy.special"),
+    _mistake("softmax_from_scipy", "softmax",
+             ("    m = x.max(axis=axis, keepdims=True)\n"
+              "    e = np.exp(x - m)\n"
+              "    return e / e.sum(axis=axis, keepdims=True)\n",
+              "    from scipy.special import softmax as library_softmax\n"
+              "    return library_softmax(x, axis=axis)\n"),
+             says="uses scipy.special"),
 ]
