@@ -1,126 +1,108 @@
-"""Wrong versions of train and evaluate (exercise 07_training)."""
+"""Wrong versions of get_batch, bits_per_char and train (exercise 07_training).
+
+Each mistake is a right implementation, written the way a learner would, with one change;
+`_with` fails loudly if the text it changes is not in that implementation exactly once.
+"""
+from autograder.checks._core import SHORTCUT_PHRASE
+
 from . import Mistake
 
 EXERCISE = "07_training"
 
-TRAIN_HEAD = "def train(model, X, y, steps, lr, progress=False):\n"
-EVALUATE_HEAD = "def evaluate(model, X, y):\n"
+GET_BATCH = '''def get_batch(tokens, batch_size, block_size, generator):
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([tokens[s:s + block_size] for s in starts])
+    y = torch.stack([tokens[s + 1:s + block_size + 1] for s in starts])
+    return x, y
+'''
+
+BITS_PER_CHAR = '''def bits_per_char(model, tokens, block_size):
+    pairs = torch.from_numpy(corpus.windows(tokens.numpy(), block_size))
+    model.eval()
+    with torch.no_grad():
+        logits = model(pairs[:, 0])
+        loss = F.cross_entropy(logits.flatten(0, 1), pairs[:, 1].flatten())
+    return loss.item() / math.log(2)
+'''
+
+TRAIN = '''def train(model, next_batch, steps, *, max_lr, warmup_steps, max_norm, progress=False):
+    optimizer = torch.optim.Adam(model.parameters(), lr=max_lr)
+    model.train()
+    losses = []
+    for step in tqdm(range(steps), disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = max_lr * min(1, (step + 1) / warmup_steps)
+        x, y = next_batch()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        norm = math.sqrt(sum(p.grad.pow(2).sum().item() for p in model.parameters() if p.grad is not None))
+        if norm > max_norm:
+            for p in model.parameters():
+                p.grad.mul_(max_norm / (norm + 1e-6))
+        optimizer.step()
+        losses.append(loss.item() / math.log(2))
+    return losses
+'''
+
+CLIP = '''        norm = math.sqrt(sum(p.grad.pow(2).sum().item() for p in model.parameters() if p.grad is not None))
+        if norm > max_norm:
+            for p in model.parameters():
+                p.grad.mul_(max_norm / (norm + 1e-6))
+'''
 
 
-def _train(step: str, *, before: str = "    optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"
-                                        "    model.train()\n",
-           record: str = "losses.append(loss.item())") -> str:
-    body = "".join(f"        {line}\n" for line in step.strip().splitlines())
-    return (TRAIN_HEAD + before + "    losses = []\n"
-            "    for _ in tqdm(range(steps), disable=not progress):\n" + body
-            + f"        {record}\n    return losses\n")
+def _with(right: str, *changes: tuple[str, str]) -> str:
+    source = right
+    for old, new in changes:
+        assert source.count(old) == 1, f"{old!r} must occur exactly once"
+        source = source.replace(old, new)
+    return source
 
 
-RIGHT_STEP = """
-optimizer.zero_grad()
-loss = F.cross_entropy(model(X), y)
-loss.backward()
-optimizer.step()
-"""
+MISTAKES = [
+    Mistake("targets_not_shifted", "get_batch", _with(
+        GET_BATCH, ("tokens[s + 1:s + block_size + 1]", "tokens[s:s + block_size]"),
+    ), says="not shifted"),
+    Mistake("global_generator", "get_batch", _with(
+        GET_BATCH, (", generator=generator)", ")"),
+    ), says="never drew from `generator`"),
+    Mistake("last_window_never_drawn", "get_batch", _with(
+        GET_BATCH, ("len(tokens) - block_size,", "len(tokens) - block_size - 1,"),
+    ), says="never include the last window"),
+    Mistake("get_batch_from_part_iii", "get_batch", _with(
+        GET_BATCH, ("    starts = torch.randint", "    from llmref.pretrain import get_batch as part_iii\n"
+                                                 "    return part_iii(tokens, batch_size, block_size, generator)\n"
+                                                 "    starts = torch.randint"),
+    ), says=SHORTCUT_PHRASE),
 
-TRAIN = [
-    Mistake("train_forgets_zero_grad", "train", _train("""
-loss = F.cross_entropy(model(X), y)
-loss.backward()
-optimizer.step()
-"""), says="ADDS to .grad"),
-    Mistake("train_forgets_step", "train", _train("""
-optimizer.zero_grad()
-loss = F.cross_entropy(model(X), y)
-loss.backward()
-"""), says="call optimizer.step()"),
-    Mistake("train_forgets_backward", "train", _train("""
-optimizer.zero_grad()
-loss = F.cross_entropy(model(X), y)
-optimizer.step()
-"""), says="call loss.backward()"),
-    Mistake("train_zero_grad_between_backward_and_step", "train", _train("""
-loss = F.cross_entropy(model(X), y)
-loss.backward()
-optimizer.zero_grad()
-optimizer.step()
-"""), says="before the next zero_grad()"),
-    Mistake("train_returns_loss_tensors", "train", _train(RIGHT_STEP, record="losses.append(loss)"),
-            says="append loss.item()"),
-    Mistake("train_forgets_train_mode", "train", _train(
-        RIGHT_STEP, before="    optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"),
-        says="call model.train()"),
-    Mistake("train_new_optimizer_every_step", "train", _train(
-        "optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n" + RIGHT_STEP,
-        before="    model.train()\n"), says="create it once, before the loop"),
-    Mistake("train_ignores_lr", "train", _train(
-        RIGHT_STEP, before="    optimizer = torch.optim.Adam(model.parameters())\n    model.train()\n"),
-        says="does not use the `lr` argument"),
-    Mistake("train_sum_of_losses", "train", _train("""
-optimizer.zero_grad()
-loss = F.cross_entropy(model(X), y, reduction="sum")
-loss.backward()
-optimizer.step()
-"""), says="SUM of the points' cross-entropies"),
-    Mistake("train_unseeded_numpy_minibatches", "train", _train("""
-import numpy as np
-batch = torch.from_numpy(np.random.permutation(len(X))[:200])
-optimizer.zero_grad()
-loss = F.cross_entropy(model(X[batch]), y[batch])
-loss.backward()
-optimizer.step()
-"""), says="Training must be reproducible"),
+    Mistake("evaluates_in_train_mode", "bits_per_char", _with(
+        BITS_PER_CHAR, ("    model.eval()\n", ""),
+    ), says="call model.eval()"),
+    Mistake("evaluates_with_gradients", "bits_per_char", _with(
+        BITS_PER_CHAR, ("    with torch.no_grad():\n        logits", "    logits"),
+        ("        loss = F", "    loss = F"),
+    ), says="torch.no_grad()"),
+    Mistake("loss_in_nats", "bits_per_char", _with(
+        BITS_PER_CHAR, ("return loss.item() / math.log(2)", "return loss.item()"),
+    ), says="in nats"),
+    Mistake("returns_a_tensor", "bits_per_char", _with(
+        BITS_PER_CHAR, ("return loss.item() / math.log(2)", "return loss / math.log(2)"),
+    ), says="return a Python float"),
+
+    Mistake("forgets_zero_grad", "train", _with(
+        TRAIN, ("        optimizer.zero_grad()\n", ""),
+    ), says="ADDS to .grad"),
+    Mistake("clips_before_backward", "train", _with(
+        TRAIN, (CLIP, ""), ("        loss.backward()\n", CLIP + "        loss.backward()\n"),
+    ), says="unclipped"),
+    Mistake("warmup_off_by_one", "train", _with(
+        TRAIN, ("(step + 1) / warmup_steps", "step / warmup_steps"),
+    ), says="off by one"),
+    Mistake("forgets_train_mode", "train", _with(
+        TRAIN, ("    model.train()\n", ""),
+    ), says="call model.train()"),
+    Mistake("clips_with_clip_grad_norm_", "train", _with(
+        TRAIN, (CLIP, "        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n"),
+    ), says=SHORTCUT_PHRASE),
 ]
-
-
-def _evaluate(body: str) -> str:
-    return EVALUATE_HEAD + "".join(f"    {line}\n" for line in body.strip().splitlines())
-
-
-EVALUATE = [
-    Mistake("evaluate_forgets_eval_mode", "evaluate", _evaluate("""
-with torch.no_grad():
-    predictions = model(X).argmax(dim=-1)
-return (predictions == y).float().mean().item()
-"""), says="call model.eval()"),
-    Mistake("evaluate_records_gradients", "evaluate", _evaluate("""
-model.eval()
-predictions = model(X).argmax(dim=-1)
-return (predictions == y).float().mean().item()
-"""), says="torch.no_grad()"),
-    Mistake("evaluate_returns_tensor", "evaluate", _evaluate("""
-model.eval()
-with torch.no_grad():
-    predictions = model(X).argmax(dim=-1)
-return (predictions == y).float().mean()
-"""), says="return a Python float"),
-    Mistake("evaluate_returns_percentage", "evaluate", _evaluate("""
-model.eval()
-with torch.no_grad():
-    predictions = model(X).argmax(dim=-1)
-return 100 * (predictions == y).float().mean().item()
-"""), says="a percentage"),
-    Mistake("evaluate_returns_count", "evaluate", _evaluate("""
-model.eval()
-with torch.no_grad():
-    predictions = model(X).argmax(dim=-1)
-return (predictions == y).sum().item()
-"""), says="the NUMBER of points"),
-    Mistake("evaluate_trains_on_the_test_set", "evaluate", _evaluate("""
-model.eval()
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-optimizer.zero_grad()
-logits = model(X)
-F.cross_entropy(logits, y).backward()
-optimizer.step()
-return (logits.argmax(dim=-1) == y).float().mean().item()
-"""), says="changed the model's parameters"),
-    Mistake("evaluate_argmax_over_points", "evaluate", _evaluate("""
-model.eval()
-with torch.no_grad():
-    logits = model(X)
-return (logits.argmax(dim=0) == y[:2]).float().mean().item()
-"""), says="largest logit"),
-]
-
-MISTAKES = TRAIN + EVALUATE
