@@ -34,7 +34,7 @@ from llmref.gpt import GPT as Reference
 from llmref.gpt import GPTConfig
 from llmref.gpt import count_parameters as reference_count
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, find_bad_values,
+from ._core import (CheckFailure, as_float_array, call_learner, describe, expect_class, fail, find_bad_values,
                     passed, watch_calls, worst_mismatch)
 
 NAME = "GPT"
@@ -637,6 +637,7 @@ class _ContextTooLong(Exception):
 def _with_reference_forward(cls: type) -> type:
     """A subclass of the reference carrying the learner's methods (generate and any helper),
     except __init__, forward and _init_weights: the learner's sampling on the reference's model."""
+    cls = expect_class(cls, "GPT", base=nn.Module)
     own: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         if klass in nn.Module.__mro__:
