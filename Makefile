@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: book serve test test-fast install notebooks library constraints clean bench
+.PHONY: book serve test test-fast install notebooks library constraints clean bench lab
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html  (or run: make serve)"
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m webbrowser -t "file://$(CURDIR)/_build/html/index.html"; fi
+
+# JupyterLab for learners: the course's settings in lab/ show the Validate button, no instructor tools.
+lab: $(STAMP)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/lab $(BIN)/jupyter lab notebooks/
 
 serve: book
 	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _build/html 8000

@@ -382,3 +382,116 @@ def test_widget_renders_live_offline(widget_site, browser):
     assert typeset, "MathJax and require.js on one page: nothing typeset"
     assert label_typeset, "the widget's d_k label was not typeset (widgets-offline.js bridge)"
     assert not problems, problems
+
+
+# --- on a phone and on a desktop ----------------------------------------------------------
+
+WIDTHS = {"phone": (390, 844), "desktop": (1366, 900)}
+SCREENSHOTS = ROOT / "_build" / "screenshots"   # build artefacts (CI keeps _build/screenshots)
+
+# Everything in <main> that reaches past the right edge of the window, except what sits in
+# a box that scrolls on its own (code blocks, wide tables and display math, where the
+# theme wraps them so). Only the outermost offender of each subtree is named.
+OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth, found = [], named = new Set();
+  const scroller = document.scrollingElement;
+  if (scroller.scrollWidth > width + 1)
+    found.push(`the page is ${scroller.scrollWidth}px wide in a ${width}px window`);
+  const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + [...el.classList].slice(0, 3).map(c => '.' + c).join('');
+  for (const el of (document.querySelector('main') || document.body).querySelectorAll('*')) {
+    if (named.has(el.parentElement)) { named.add(el); continue; }
+    if (el.closest('mjx-assistive-mml')) continue;   // clipped copy for screen readers
+    const box = el.getBoundingClientRect();
+    if (!box.width || box.right <= width + 1) continue;
+    let up = el.parentElement, scrolls = false;
+    for (; up && up !== document.body; up = up.parentElement) {
+      const overflow = getComputedStyle(up).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') { scrolls = true; break; }
+    }
+    if (scrolls || getComputedStyle(el).visibility === 'hidden') continue;
+    named.add(el);
+    found.push(`${describe(el)} ("${(el.innerText || '').trim().slice(0, 40)}") reaches `
+               + `${Math.round(box.right)}px`);
+  }
+  return found.slice(0, 6);
+}"""
+
+
+def screenshot_pages(paths: list[str]) -> list[str]:
+    """The landing page and the first chapter of each part."""
+    chosen = ["book/index.html"]
+    for part in sorted({p.split("/")[1] for p in paths if p.startswith("book/0")}):
+        chapters = sorted(p for p in paths if p.startswith(f"book/{part}/") and not p.endswith("index.html"))
+        chosen += chapters[:1]
+    return [p for p in chosen if p in paths]
+
+
+def layout_problems(browser, base: str, paths: list[str], shots: Path) -> dict[str, list[str]]:
+    """Load every page once per width (one browser context each) and return, per page and
+    width, what reaches past the window; screenshots of screenshot_pages go to `shots`."""
+    found: dict[str, list[str]] = {}
+    keep = set(screenshot_pages(paths))
+    for name, (width, height) in WIDTHS.items():
+        context = browser.new_context(viewport={"width": width, "height": height})
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                      else route.abort())
+        page = context.new_page()
+        try:
+            for path in paths:
+                page.goto(base + path, wait_until="load")
+                page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+                              " ? MathJax.startup.promise.then(() => true) : false")
+                if problems := page.evaluate(OVERFLOW_JS):
+                    found[f"{path} at {width}px"] = problems
+                if path in keep:
+                    target = shots / name / (path.replace("/", "__").removesuffix(".html") + ".png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(target), full_page=True)
+        finally:
+            context.close()
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_every_page_fits_a_phone_and_a_desktop(site, browser):
+    # Every page but the top-level index.html, a redirect to book/index.html.
+    paths = [str(p.relative_to(site)) for p in pages(site) if p != site / "index.html"]
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    with serve(site) as base:
+        found = layout_problems(browser, base, paths, SCREENSHOTS)
+    shots = sorted(SCREENSHOTS.rglob("*.png"))
+    assert len(shots) == 2 * len(screenshot_pages(paths)) >= 2 * 4, shots
+    assert not found, "pages wider than the window outside a scrolling box:\n" + "\n".join(
+        f"{page}: {problems}" for page, problems in found.items())
+
+
+def search_results(browser, base: str, query: str) -> list[str]:
+    """Type `query` into the book's search box as a reader would; the result links."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+               else route.abort())
+    try:
+        page.goto(base + "book/index.html", wait_until="load")
+        page.locator(".search-button__button:visible").first.click()
+        box = page.locator("#pst-search-dialog input[type=search]")
+        box.fill(query)
+        box.press("Enter")
+        page.wait_for_url("**/search.html?*", timeout=15_000)
+        # Results appear one by one; the title changes to "Search Results" once all are in.
+        page.wait_for_function("() => document.querySelector('#search-results h2')"
+                               " && document.querySelector('#search-results h2').innerText"
+                               " === 'Search Results'", timeout=60_000)
+        return page.eval_on_selector_all("#search-results ul.search li a",
+                                         "links => links.map(a => a.getAttribute('href'))")
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_search_finds_the_attention_chapter(site, browser):
+    with serve(site) as base:
+        links = search_results(browser, base, "attention")
+    assert any("book/01-theory/03-attention" in link for link in links), links
