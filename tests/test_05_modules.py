@@ -10,6 +10,7 @@ from torch import nn
 
 from autograder.checks import CheckFailure
 from autograder.checks import modules as checks
+from autograder.checks._core import torch_seeded
 from llmref.layers import LayerNorm, Linear
 
 LINEAR_CHECKS = [checks.check_linear_parameters, checks.check_linear_init, checks.check_linear_forward]
@@ -179,7 +180,7 @@ def test_bad_layernorm_gives_a_clear_failure(case):
 def test_tolerance_separates_the_closest_mistake():
     # The unbiased variance is the mistake closest to the right answer on the default check's
     # inputs; it must differ from it by far more than the tolerance.
-    with checks._seeded(2):
+    with torch_seeded(2):
         x = checks._random_layernorm_input((2, 3), (8,))
     right = checks._normalise(x, (-1,), 1e-5)
     for wrong in (checks._normalise(x, (-1,), 1e-5, correction=1),

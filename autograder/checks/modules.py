@@ -15,16 +15,15 @@ root, the wrong axis, a detached graph) and names the first it finds.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._core import (as_float_array, call_learner, fail, find_bad_values, passed, refuse_shortcuts,
-                    worst_mismatch)
+from ._core import (as_float_array, call_learner, close, expect_class, fail, find_bad_values,
+                    first_match, passed, refuse_shortcuts, to_numpy, torch_seeded, worst_mismatch)
 
 # Everything runs in float64. A correct implementation differs from PyTorch's only in the
 # order of its sums (PyTorch fuses x @ W.T + b into one addmm and computes LayerNorm in one
@@ -33,6 +32,11 @@ from ._core import (as_float_array, call_learner, fail, find_bad_values, passed,
 # unbiased variance, by ~5e-2; tests/test_05_modules.py measures it).
 RTOL = 1e-9
 ATOL = 1e-9
+# Naming a mistake compares the learner's output with what that mistake computes, also in
+# float64, so RTOL would do; 1e-6 also names a mistake made along a slightly different path
+# (a constant or a step in float32), and stays far below the > 1e-2 by which every named
+# LayerNorm mistake differs from the right output on the checks' inputs.
+DIAGNOSIS_TOL = 1e-6
 
 Module = Any
 
@@ -55,23 +59,12 @@ SHORTCUTS = {
 }
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch for the check and give the learner's global random state back afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 # --------------------------------------------------------------------------- building
 
 def _build(cls: Any, *args, name: str, **kwargs) -> nn.Module:
     """Instantiate the learner's class; it must give an nn.Module."""
     __tracebackhide__ = True
-    if not isinstance(cls, type):
-        fail(f"Expected `{name}` to be a class (`class {name}(nn.Module): ...`), but it is a "
-             f"{type(cls).__name__}. Did a later cell reassign the name? Re-run the cell that "
-             "defines it.")
+    expect_class(cls, name)
     shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
     forbidden, why = SHORTCUTS[name]
     with refuse_shortcuts(forbidden, f"{name}({shown})", why, learner=cls):
@@ -159,7 +152,7 @@ def _side_by_side(reference: nn.Module, module: nn.Module, x: torch.Tensor,
     expected = reference(x_ref)
     expected.backward(upstream)
     output, got = _forward(module, x_mine, name, expected.shape)
-    return x_mine, x_ref, output, got, expected.detach().numpy()
+    return x_mine, x_ref, output, got, to_numpy(expected)
 
 
 def _backward(output: torch.Tensor, upstream: torch.Tensor, name: str) -> None:
@@ -183,11 +176,11 @@ def _compare_gradient(actual: torch.Tensor | None, expected: torch.Tensor, what:
         fail(f"No gradient reached {what}: `{name}.forward` cuts it out of the graph. Use the "
              "tensors themselves, not `.data`, `.detach()` or a copy made with torch.tensor().")
     got = as_float_array(actual, f"The gradient of {what}", tuple(expected.shape))
-    want = expected.detach().numpy()
+    want = to_numpy(expected)
     bad = find_bad_values(got)
     if bad:
         fail(f"The gradient of {what} contains {bad} values.")
-    if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+    if not close(got, want, rtol=RTOL, atol=ATOL):
         fail(f"The gradient of {what} differs from PyTorch's: {worst_mismatch(got, want)}. The "
              "forward values are right, so part of the computation does not reach autograd: "
              "look for .detach(), .data, .item() or torch.no_grad() inside forward.")
@@ -216,7 +209,7 @@ def check_linear_parameters(Linear: Module, *, in_features: int = 5, out_feature
     """Parameter names and shapes as torch.nn.Linear's, registered, with and without bias;
     a state dict copies across in both directions."""
     __tracebackhide__ = True
-    with _seeded(0):
+    with torch_seeded(0):
         for bias in (True, False):
             built = f"Linear({in_features}, {out_features}, bias={bias})"
             module = _build(Linear, in_features, out_features, name="Linear", bias=bias)
@@ -283,14 +276,14 @@ def check_linear_init(Linear: Module, *, seed: int = 0, in_features: int = 128,
     """Weight and bias start uniform in ±1/sqrt(in_features), drawn from torch's generator."""
     __tracebackhide__ = True
     built = f"Linear({in_features}, {out_features})"
-    with _seeded(seed):
+    with torch_seeded(seed):
         module = _build(Linear, in_features, out_features, name="Linear")
     _check_parameters(module, _linear_expected(in_features, out_features, True), built)
     for what in ("weight", "bias"):
         problem = _uniform_problem(getattr(module, what), in_features, out_features, what)
         if problem:
             fail(f"`{built}`: {problem}")
-    with _seeded(seed):
+    with torch_seeded(seed):
         again = _build(Linear, in_features, out_features, name="Linear")
     if not torch.equal(again.weight.detach(), module.weight.detach()):
         fail("Two Linear layers built after the same torch.manual_seed differ: draw the initial "
@@ -303,17 +296,20 @@ def check_linear_init(Linear: Module, *, seed: int = 0, in_features: int = 128,
 def _linear_diagnosis(x, weight, bias, got) -> None:
     """Name the likeliest mistake when the learner's output differs from PyTorch's."""
     __tracebackhide__ = True
+    offset = 0 if bias is None else bias
+    candidates = []
     if weight.shape[0] == weight.shape[1]:
-        untransposed = (x @ weight + (0 if bias is None else bias)).detach().numpy()
-        if np.allclose(got, untransposed, rtol=RTOL, atol=ATOL):
-            fail("The output equals x @ weight + bias: the weight is not transposed. weight has "
-                 "shape (out_features, in_features), one row per output unit, so compute "
-                 "x @ self.weight.T.")
+        candidates.append((lambda: to_numpy(x @ weight + offset),
+                           "The output equals x @ weight + bias: the weight is not transposed. "
+                           "weight has shape (out_features, in_features), one row per output "
+                           "unit, so compute x @ self.weight.T."))
     if bias is not None:
-        no_bias = (x @ weight.T).detach().numpy()
-        if np.allclose(got, no_bias, rtol=RTOL, atol=ATOL):
-            fail("The output equals x @ weight.T without the bias: add self.bias (it broadcasts "
-                 "over the leading dimensions).")
+        candidates.append((lambda: to_numpy(x @ weight.T),
+                           "The output equals x @ weight.T without the bias: add self.bias (it "
+                           "broadcasts over the leading dimensions)."))
+    message = first_match(got, candidates, rtol=RTOL, atol=ATOL)
+    if message:
+        fail(message)
 
 
 def check_linear_forward(Linear: Module, *, seed: int = 1, batch_shape=(2, 3),
@@ -322,7 +318,7 @@ def check_linear_forward(Linear: Module, *, seed: int = 1, batch_shape=(2, 3),
     with several leading dimensions; a square layer first, to catch an untransposed weight."""
     __tracebackhide__ = True
     shapes = [(in_features, in_features), (in_features, out_features)]
-    with _seeded(seed):
+    with torch_seeded(seed):
         for n_in, n_out in dict.fromkeys(shapes):
             built = f"Linear({n_in}, {n_out}, bias={bias})"
             reference = _torch_linear(n_in, n_out, bias)
@@ -336,7 +332,7 @@ def check_linear_forward(Linear: Module, *, seed: int = 1, batch_shape=(2, 3),
             bad = find_bad_values(got)
             if bad:
                 fail(f"The output of `{built}` contains {bad} values.")
-            if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+            if not close(got, want, rtol=RTOL, atol=ATOL):
                 _linear_diagnosis(x, reference.weight, reference.bias, got)
                 fail(f"The output of `{built}` differs from torch.nn.Linear's: "
                      f"{worst_mismatch(got, want)}. It should be x @ weight.T + bias.")
@@ -359,7 +355,7 @@ def check_layernorm_parameters(LayerNorm: Module, *, shapes=(6, (3, 4))) -> None
     """`weight` starts at ones and `bias` at zeros, shaped like normalized_shape (an int or a
     tuple), registered as parameters."""
     __tracebackhide__ = True
-    with _seeded(0):
+    with torch_seeded(0):
         for normalized_shape in shapes:
             shape = _shape_tuple(normalized_shape)
             built = f"LayerNorm({normalized_shape!r})"
@@ -389,7 +385,7 @@ def _layernorm_diagnosis(x, shape, eps, weight, bias, got) -> None:
     """Name the likeliest mistake when the learner's output differs from PyTorch's."""
     __tracebackhide__ = True
     dims = tuple(range(-len(shape), 0))
-    affine = lambda z: (z * weight + bias).detach().numpy()  # noqa: E731
+    affine = lambda z: to_numpy(z * weight + bias)  # noqa: E731
     variants = [
         (affine(_normalise(x, dims, eps, correction=1)),
          "The variance looks unbiased (divided by n - 1): torch.var and x.var() do that by "
@@ -400,7 +396,7 @@ def _layernorm_diagnosis(x, shape, eps, weight, bias, got) -> None:
          "torch.sqrt(var) + eps (the difference shows on rows of small variance)."),
         (affine(_normalise(x, dims, 0.0)),
          "eps is not used: divide by torch.sqrt(var + self.eps)."),
-        (_normalise(x, dims, eps).detach().numpy(),
+        (to_numpy(_normalise(x, dims, eps)),
          "The output is normalised, but weight and bias are not applied: return "
          "x_hat * self.weight + self.bias."),
     ]
@@ -413,9 +409,9 @@ def _layernorm_diagnosis(x, shape, eps, weight, bias, got) -> None:
                          f"normalized_shape has {len(dims)} dimensions, but only the last one is "
                          f"normalised. Take the mean and variance over the last {len(dims)} "
                          f"dimensions together: dim={dims}."))
-    for wrong, message in variants:
-        if np.allclose(got, wrong, rtol=1e-6, atol=1e-6):
-            fail(message)
+    message = first_match(got, variants, rtol=DIAGNOSIS_TOL, atol=DIAGNOSIS_TOL)
+    if message:
+        fail(message)
     # Undo the affine map (weight is kept away from 0) and look at the statistics.
     z = (torch.from_numpy(got) - bias.detach()) / weight.detach()
     plural = len(dims) > 1
@@ -443,7 +439,7 @@ def _layernorm_case(LayerNorm: Module, seed: int, batch_shape, normalized_shape,
     __tracebackhide__ = True
     shape = _shape_tuple(normalized_shape)
     built = f"LayerNorm({normalized_shape!r}, eps={eps})"
-    with _seeded(seed):
+    with torch_seeded(seed):
         reference = nn.LayerNorm(normalized_shape, eps=eps, dtype=torch.float64)
         with torch.no_grad():  # a non-trivial affine map, kept away from 0 so it can be undone
             reference.weight.uniform_(0.5, 1.5)
@@ -458,16 +454,16 @@ def _layernorm_case(LayerNorm: Module, seed: int, batch_shape, normalized_shape,
     if bad:
         fail(f"The output of `{built}` contains {bad} values. Is eps added to the variance "
              "before the square root?")
-    if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+    if not close(got, want, rtol=RTOL, atol=ATOL):
         _layernorm_diagnosis(x, shape, eps, reference.weight, reference.bias, got)
         fail(f"The output of `{built}` differs from torch.nn.LayerNorm's: "
              f"{worst_mismatch(got, want)}. It should be (x - mean) / sqrt(var + eps) * weight "
              "+ bias, with the biased variance, over the last dimension(s).")
     _backward(output, upstream, "LayerNorm")
-    if x_mine.grad is not None and not np.allclose(x_mine.grad.numpy(), x_ref.grad.numpy(),
-                                                   rtol=RTOL, atol=ATOL):
+    if x_mine.grad is not None and not close(x_mine.grad, x_ref.grad, rtol=RTOL, atol=ATOL):
+        mismatch = worst_mismatch(to_numpy(x_mine.grad), to_numpy(x_ref.grad))
         fail("The output is right, but the gradient of the input x differs from torch.nn."
-             f"LayerNorm's: {worst_mismatch(x_mine.grad.numpy(), x_ref.grad.numpy())}. The mean "
+             f"LayerNorm's: {mismatch}. The mean "
              "and the variance depend on x too, and the gradient must flow through them: do not "
              ".detach() them, or take them through .item(), .data or NumPy.")
     _compare_gradient(x_mine.grad, x_ref.grad, "the input x", "LayerNorm")

@@ -24,8 +24,9 @@ from torch import nn
 
 from llmref.multihead import MultiHeadAttention as Reference
 
-from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, refuse_shortcuts, worst_mismatch)
+from ._core import (as_float_array, call_learner, describe, expect_class, expect_tuple, fail,
+                    fail_from, find_bad_values, first_match, passed, refuse_shortcuts, torch_seeded,
+                    worst_mismatch)
 
 # The learner's module runs in float32, the reference in float64 on the same (float32)
 # weights and inputs, so the reference is exact to ~1e-15 and the difference is the
@@ -94,7 +95,7 @@ def _make_case(seed: int, *, batch: int, q_len: int, k_len: int | None, embed_di
     lengths: the number of real keys in each sequence, for a key_padding_mask.
     """
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # building a module draws from the global RNG: not the learner's
+    with torch_seeded():  # building a module draws from the global RNG: not the learner's
         torch_mha = nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=True)
     with torch.no_grad():
         for name, p in torch_mha.named_parameters():
@@ -124,7 +125,7 @@ def _make_case(seed: int, *, batch: int, q_len: int, k_len: int | None, embed_di
         padding = torch.arange(k_len)[None, :] >= torch.tensor(lengths)[:, None]
 
     case = Case(embed_dim, num_heads, bias, state, query, key, value, padding, mask)
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         reference = Reference(embed_dim, num_heads, bias=bias).double()
     reference.load_state_dict(state)
     with torch.no_grad():
@@ -146,12 +147,10 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
     trainable: also require every state_dict entry to be an nn.Parameter (the shapes
     check does; the others only need the weights to load)."""
     __tracebackhide__ = True
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        fail(f"Expected `{NAME}` to be a class that subclasses nn.Module, but got {describe(cls)}. "
-             "Pass the class itself (not an instance), and re-run the cell that defines it.")
+    expect_class(cls, NAME, base=nn.Module)
     name = cls.__name__
     kwargs = {} if case.bias else {"bias": False}
-    with torch.random.fork_rng(devices=[]), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND) as watch:
+    with torch_seeded(), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND) as watch:
         module = call_learner(cls, case.embed_dim, case.num_heads, name=name, **kwargs)
         watch.look_at(module)
     E, h = case.embed_dim, case.num_heads
@@ -222,16 +221,10 @@ def _forward(module: nn.Module, case: Case, *, need_weights: bool | None = None,
     value = query if self_attention else case.value.clone()
     with torch.set_grad_enabled(grad), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND):
         result = call_learner(module, query, key, value, name=name, **kwargs)
-    if result is None:
-        fail(f"`{name}` returned None. It should end with `return output, weights`, "
-             "like nn.MultiheadAttention.")
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        fail(f"`{name}` should return a pair `(output, weights)` like nn.MultiheadAttention, "
-             f"but returned {describe(result)}"
-             + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "") + ".")
+    raw_output, weights = expect_tuple(result, name, ("output", "weights"),
+                                       like=" like nn.MultiheadAttention")
     B, L, S, E = case.shape
-    raw_output, weights = result
-    output = as_float_array(raw_output, "The output (first returned value)", (B, L, E))
+    output = as_float_array(raw_output, f"The output of `{name}` (first returned value)", (B, L, E))
     return output, weights, raw_output
 
 
@@ -353,12 +346,12 @@ def _variants(case: Case):
 
 def _matching_mistake(case: Case, actual: np.ndarray, what: str) -> str | None:
     """The description of the first known mistake that reproduces `actual` (output or weights)."""
-    for kwargs, description in _variants(case):
+    def computed(kwargs):
         out, weights = _attend(case, **kwargs)
-        wrong = out if what == "output" else weights.mean(axis=1)
-        if np.allclose(actual, wrong, rtol=RTOL, atol=ATOL, equal_nan=True):
-            return description
-    return None
+        return out if what == "output" else weights.mean(axis=1)
+
+    return first_match(actual, ((lambda kw=kwargs: computed(kw), description)
+                                for kwargs, description in _variants(case)), rtol=RTOL, atol=ATOL)
 
 
 def _mask_hint(case: Case) -> str:
@@ -525,7 +518,8 @@ def check_weights(cls, *, seed: int = 5, embed_dim: int = 24, num_heads: int = 4
         fail(f"The weights have shape {shape}, one (L, S) matrix per head. nn.MultiheadAttention "
              "returns the average over the heads (average_attn_weights=True by default): "
              "weights.mean(dim=1) gives (B, L, S).")
-    weights = as_float_array(weights, "The attention weights (second returned value)", (B, L, S))
+    weights = as_float_array(weights, f"The attention weights of `{type(module).__name__}.forward` "
+                             "(second returned value)", (B, L, S))
     bad = find_bad_values(weights)
     if bad:
         mistake = _matching_mistake(case, weights, "weights")

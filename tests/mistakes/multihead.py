@@ -2,6 +2,7 @@
 
 Each mistake is a right implementation, written the way a learner would, with one change;
 `_with` fails loudly if the text it changes is not in that implementation exactly once.
+Most instructive first (the first three go through real nbgrader); the library shortcuts last.
 """
 from . import Mistake
 
@@ -141,16 +142,16 @@ MISTAKES = [
         ("        if need_weights:\n            return out, weights.mean(dim=1)\n        return out, None\n",
          "        return out, weights.mean(dim=1)\n"),
     ), says="need_weights=False"),
+    Mistake("weights_buffer_not_parameter", CELL, _with(
+        ("self.in_proj_weight = nn.Parameter(torch.randn(3 * embed_dim, embed_dim) / embed_dim ** 0.5)",
+         "self.register_buffer(\"in_proj_weight\", torch.randn(3 * embed_dim, embed_dim))"),
+    ), says="not registered as a parameter"),
     # Correct numbers, but the library does the work the exercise asks for.
     Mistake("uses_scaled_dot_product_attention", CELL, _with(
         ("        out = (weights @ v).transpose(1, 2).reshape(B, L, E)\n",
          "        out = nn.functional.scaled_dot_product_attention(\n"
          "            q, k, v, attn_mask=~scores.isinf()).transpose(1, 2).reshape(B, L, E)\n"),
     ), says="does the exercise for you"),
-    Mistake("weights_buffer_not_parameter", CELL, _with(
-        ("self.in_proj_weight = nn.Parameter(torch.randn(3 * embed_dim, embed_dim) / embed_dim ** 0.5)",
-         "self.register_buffer(\"in_proj_weight\", torch.randn(3 * embed_dim, embed_dim))"),
-    ), says="not registered as a parameter"),
     # PyTorch's own module, subclassed: the right numbers, the exercise done for you.
     Mistake("subclasses_nn_multiheadattention", CELL,
             "class MultiHeadAttention(nn.MultiheadAttention):\n"
