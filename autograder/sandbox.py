@@ -146,14 +146,16 @@ def bwrap_argv(bwrap: str, workdir: Path, kernel_dir: Path, readable: list[Path]
               one (the class folder, solutions/).
     """
     argv = [bwrap, *_namespaces(), *_system_mounts()]
+    # The private /tmp first: the course (a clone in /tmp, say) and the class folder may lie
+    # under /tmp, and bwrap applies mounts in order, so later binds land on top of this tmpfs.
+    # A tmpfs lives in memory outside the kernel's address-space limit: cap /tmp's size.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for path in readable:
         argv += ["--ro-bind", str(path), str(path)]
     for path in hidden:
         if any(r == path or r in path.parents for r in readable):
             argv += ["--size", str(1 << 20), "--tmpfs", str(path)]
-    # A tmpfs lives in memory outside the kernel's address-space limit: cap /tmp's size.
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-             "--bind", str(kernel_dir), str(kernel_dir),
+    argv += ["--bind", str(kernel_dir), str(kernel_dir),
              "--size", str(WORK_BYTES), "--tmpfs", str(workdir)]
     for name, origin in sorted((files or {}).items()):
         argv += ["--ro-bind", str(origin), str(workdir / name)]

@@ -50,7 +50,6 @@ UNNAMED = {
     ("11_gpt", "returns the wrong shape"): "gpt.py: 'The logits (first returned value) has shape'",
     ("12_pretrain", "returns the wrong shape"): "pretrain.py: 'x has shape (8, 16, 1), expected'",
     ("16_kv_cache", "returns the wrong shape"): "kvcache.py: 'Layer 0's cached k has shape'",
-    ("17_retrieval", "returns the wrong shape"): "retrieval.py: 'the fused scores has shape'",
     ("20_export", "returns the wrong shape"): "export.py: 'present_keys has shape'",
 }
 # Known raw exceptions: a check that lets the learner's mistake through as a traceback.

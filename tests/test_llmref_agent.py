@@ -211,9 +211,12 @@ def test_gpt_next_line_stops_at_a_newline_and_at_max_chars(tokenizer):
                           n_embd=16)).eval()
     line = agent_data.gpt_next_line(model, tokenizer, "Q: 1+1=?\u2603\n" * 3, max_chars=7)
     assert "\n" not in line and len(line) <= 7
-    # A model that always writes a newline ends its line at once.
+    # A model that always writes a newline ends its line at once: the final norm outputs all
+    # ones whatever its input, and only the newline's (tied) output row is non-zero.
     with torch.no_grad():
-        model.lm_head.weight.zero_()
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.transformer.wte.weight.zero_()
         model.transformer.wte.weight[int(tokenizer.encode("\n")[0])] = 1.0
-        model.lm_head.weight = model.transformer.wte.weight
+    assert model.lm_head.weight is model.transformer.wte.weight
     assert agent_data.gpt_next_line(model, tokenizer, "Q: x\n") == ""
