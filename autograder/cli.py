@@ -5,8 +5,12 @@
     course grade NAME SUBMISSIONS         autograde a class's submissions (each learner's code in a
                                           bubblewrap sandbox); writes grades.csv
     course feedback NAME                  feedback pages for the graded class, hidden tests removed
+    course collect SOURCE --assignment NAME --into SUBMISSIONS
+                                          lay out submissions as received (per-student folders or
+                                          zips, nbgrader exchange, LMS download) for `course grade`
+    course export --class-dir DIR         one CSV of every student's grades, for the LMS
 
-Run it from the course repository (or pass --root).
+Run it from the course repository (or pass --root); collect and export run anywhere.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import grading, library, release, sandbox
+from . import collect, grades, grading, library, release, report, sandbox
 
 
 def find_root(start: Path) -> Path:
@@ -62,7 +66,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--class-dir", type=Path, default=Path("class"),
                    help="the class folder that `course grade` wrote (default: ./class)")
 
+    p = sub.add_parser("collect", help="lay out submissions as received for `course grade`",
+                       description=collect.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", type=Path,
+                   help="folder (or .zip) as received: per-student folders or zips, an nbgrader "
+                        "exchange inbound/, or an LMS bulk download")
+    p.add_argument("--assignment", required=True, help="assignment, e.g. 02_attention")
+    p.add_argument("--into", type=Path, required=True,
+                   help="submissions folder to write STUDENT/NAME/NAME.ipynb into (outside SOURCE)")
+    p.add_argument("--id-pattern", action="append", metavar="REGEX",
+                   help="regular expression finding the student id in a file or folder name, in a "
+                        "group named id, e.g. '^(?P<id>s\\d+)_'; may be repeated; replaces the "
+                        "defaults: " + ", ".join(f"{k} '{v}'" for k, v in collect.DEFAULT_ID_PATTERNS.items()))
+    p.add_argument("--max-zip-mb", type=float, default=collect.MAX_ZIP_BYTES / 2**20,
+                   help="refuse a zip that expands beyond this many MiB "
+                        f"(default {collect.MAX_ZIP_BYTES / 2**20:g})")
+
+    p = sub.add_parser("export", help="write one CSV of the class's grades from its gradebook")
+    p.add_argument("--class-dir", type=Path, default=Path("class"),
+                   help="the class folder that `course grade` wrote (default: ./class)")
+    p.add_argument("--out", type=Path,
+                   help="CSV to write (default: CLASS_DIR/grades.csv)")
+
     args = parser.parse_args(argv)
+    if args.command == "collect":
+        return _collect(args)
+    if args.command == "export":
+        return _export(args)
     root = (args.root or find_root(Path.cwd())).resolve()
 
     if args.command == "library":
@@ -103,15 +134,59 @@ def main(argv: list[str] | None = None) -> int:
         csv_path = grading.write_csv(results, args.class_dir.resolve() / f"grades_{args.name}.csv")
         graded = sum(r.reason == "" for r in results)
         print(f"graded {graded} of {len(results)} submissions; grades in {csv_path}")
-        for r in results:
-            if r.reason:
-                print(f"  {r.student}: {r.score:g}/{r.max_score:g} — {r.reason}")
+        print(report.summary_table(results, title=args.name))
         return 0
     if args.command == "feedback":
         pages = grading.generate_feedback(args.class_dir.resolve(), args.name)
         print(f"wrote {len(pages)} feedback pages under {args.class_dir / 'feedback'}")
         return 0
     return 2
+
+
+def _collect(args: argparse.Namespace) -> int:
+    """Exit 0 when every submission was collected, 1 when something needs the instructor."""
+    try:
+        result = collect.collect(args.source, args.assignment, args.into, id_patterns=args.id_pattern,
+                                 max_zip_bytes=int(args.max_zip_mb * 2**20))
+    except collect.CollectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = collect.write_log(result, args.into / f"collect_{args.assignment}.csv")
+    count = len(result.collected)
+    print(f"collected {count} submission{'s' * (count != 1)} of {args.assignment} into {args.into} "
+          f"({result.layout} layout); every file's outcome in {log}")
+    if result.ignored:
+        by_reason: dict[str, list[str]] = {}
+        for item in result.ignored:
+            by_reason.setdefault(item.reason, []).append(item.source)
+        print(f"ignored {len(result.ignored)} file{'s' * (len(result.ignored) != 1)} that "
+              "are not submissions:")
+        for reason, sources in by_reason.items():
+            shown = ", ".join(sources[:3]) + (f", and {len(sources) - 3} more" if len(sources) > 3 else "")
+            print(f"  {len(sources)} × {reason}: {shown}")
+    if result.unattributed:
+        print(f"NOT COLLECTED ({len(result.unattributed)}): resolve these and collect again",
+              file=sys.stderr)
+        for item in result.unattributed:
+            who = f" [{item.student}]" if item.student else ""
+            print(f"  {item.source}{who}: {item.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        result, path = grades.export(args.class_dir, args.out)
+    except grades.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {len(result.scores)} students, {len(result.assignments)} assignments "
+          f"({', '.join(result.assignments)}), out of {grades.plain_number(result.max_total)} points")
+    if result.missing:
+        print(f"{len(result.missing)} students without a submission of some assignment (scored 0 there):")
+        for student, names in result.missing.items():
+            print(f"  {student}: {', '.join(names)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,248 @@
+"""The warm parent of every grading kernel: imports Python's heavy packages once, then forks
+one single-use kernel per submission.
+
+Starting a fresh Python for each submission and importing torch into it costs more CPU than
+running most submissions' cells; a fork of a process that has already imported them costs a
+few milliseconds. The zygote itself never runs a learner's code. It runs inside the grading
+sandbox (sandbox.zygote_argv: bubblewrap, no network, the class folder and solutions/ out of
+sight) and talks to its one trusted client, the grading worker (pool.py), over stdin/stdout,
+one JSON object per line:
+
+    {"op": "spawn", "slot": DIR, "argv": [...], "memory": BYTES}  -> {"pid": PID}
+    {"op": "poll", "pid": PID}                                   -> {"status": null | CODE}
+    {"op": "signal", "pid": PID, "signal": N}                    -> {}
+
+Each spawned kernel is then walled off from every other one (`_isolate`): its own user, mount,
+PID, network and IPC namespaces; its own /tmp and working folder in memory; of the pool's
+kernel folders only its own (the connection file and sockets the client talks to); of /proc
+only its own entry, so it cannot list or inspect its siblings; no capabilities, and mounts
+it cannot undo.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import traceback
+
+WORK = "/course-kernel"  # the kernel's working folder: a mount point the sandbox creates, named so that
+# no host folder (a course under /work, say) can lie beneath it
+SLOT_MOUNT = "/course-kernel-slot"  # a spare mount point for moving the kernel's own folder into place
+TMP_BYTES = 1 << 30
+WORK_BYTES = 1 << 30
+# Files a kernel may write, its log included (where a crash's traceback lands): bounds the
+# one file that reaches the host's disk.
+FILE_BYTES = 256 << 20
+# Files about the machine (none about other processes) that a kernel's /proc keeps.
+PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems")
+
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
+_CLONE_NEWNET, _CLONE_NEWIPC = 0x40000000, 0x08000000
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 1, 32, 0x1000, 0x4000, 1 << 18, 2
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                       flags, data.encode() if data else None), f"mount {target}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_privileges() -> None:
+    """No capabilities (so no mount or unmount), none to regain, and no /proc entry that a
+    process of the same uid could read: what is left is an ordinary unprivileged process."""
+    for cap in range(64):
+        _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), (_CapData * 2)()), "capset")
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+
+
+def _isolate(slot: str) -> None:
+    """Give this (forked) process namespaces of its own; return in a grandchild, PID 1 of the
+    new PID namespace, while this process waits for it and passes signals on."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC),
+           "unshare")
+    with open("/proc/self/setgroups", "w") as handle:
+        handle.write("deny")
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as handle:
+        handle.write(f"{gid} {gid} 1")
+    _mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)
+    # The kernel's folder stays at its path (the client connects to the sockets there) while
+    # the pool folder around it, with every other kernel's folder, is covered; the pool may
+    # lie under /tmp, so the folder is set aside before /tmp is replaced.
+    _mount(slot, SLOT_MOUNT, None, _MS_BIND, None)
+    _mount("tmpfs", "/tmp", "tmpfs", 0, f"size={TMP_BYTES},mode=1777")
+    _mount("tmpfs", WORK, "tmpfs", 0, f"size={WORK_BYTES},mode=755")
+    pool = os.path.dirname(slot)
+    os.makedirs(pool, exist_ok=True)
+    _mount("tmpfs", pool, "tmpfs", 0, "size=1m,mode=755")
+    os.mkdir(slot)
+    _mount(SLOT_MOUNT, slot, None, _MS_BIND, None)
+    _check(_libc.umount2(SLOT_MOUNT.encode(), _MNT_DETACH), "umount")
+    child = os.fork()
+    if child:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    _private_proc()
+    _drop_privileges()
+
+
+def _private_proc() -> None:
+    """Replace /proc, which lists every process of the sandbox (the other students' kernels
+    among them), by one that holds this process's own entry and a few files about the
+    machine that libraries read (ONNX Runtime canonicalises paths through /proc/self/fd,
+    torch and ONNX Runtime read /proc/cpuinfo). A new procfs of this PID namespace is not an
+    option: the kernel refuses it under bwrap's partly read-only /proc."""
+    me = os.readlink("/proc/self")  # this process's number in the sandbox's PID namespace
+    stash = "/tmp/.course-proc"
+    os.mkdir(stash, 0o700)
+    entries = {"self": f"/proc/{me}", **{name: f"/proc/{name}" for name in PROC_FILES
+                                         if os.path.exists(f"/proc/{name}")}}
+    for name, source in entries.items():
+        target = os.path.join(stash, name)
+        if name == "self":
+            os.mkdir(target)
+        else:
+            open(target, "w").close()
+        _mount(source, target, None, _MS_BIND, None)
+    _mount("tmpfs", "/proc", "tmpfs", 0, "size=64k,mode=755")
+    for name in entries:
+        target = os.path.join("/proc", name)
+        if name == "self":
+            os.mkdir(target)
+        else:
+            open(target, "w").close()
+        _mount(os.path.join(stash, name), target, None, _MS_BIND, None)
+        _check(_libc.umount2(os.path.join(stash, name).encode(), _MNT_DETACH), "umount")
+    for name in entries:
+        path = os.path.join(stash, name)
+        os.rmdir(path) if name == "self" else os.unlink(path)
+    os.rmdir(stash)
+    _mount("none", "/proc", None, _MS_REMOUNT | _MS_RDONLY, None)
+
+
+def _become_kernel(request: dict, protocol_fds: tuple[int, ...], isolate: bool) -> None:
+    slot = request["slot"]
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    os.setsid()
+    for fd in protocol_fds:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(os.path.join(slot, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.closerange(3, 1 << 16)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
+    if isolate:
+        _isolate(slot)
+        os.chdir(WORK)
+    else:
+        work = os.path.join(slot, "work")
+        os.makedirs(work, exist_ok=True)
+        os.chdir(work)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    memory = int(request["memory"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    import faulthandler
+    faulthandler.enable()
+    from ipykernel.kernelapp import IPKernelApp
+    IPKernelApp.launch_instance(argv=list(request["argv"]))
+
+
+def _warm_up() -> None:
+    """Import what every kernel needs before the first fork, without starting a thread (a
+    fork copies only the calling thread, and a thread pool's locks with it)."""
+    import numpy  # noqa: F401
+    import torch
+    torch.set_num_threads(1)
+    # Initialise torch's CPU detection once, single-threaded, rather than in every kernel.
+    (torch.ones(2) @ torch.ones(2)).item()
+    import IPython  # noqa: F401
+    import ipykernel.ipkernel  # noqa: F401
+    import ipykernel.kernelapp  # noqa: F401
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def serve(isolate: bool) -> None:
+    _warm_up()
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    protocol_fds = (0, 1, requests.fileno(), replies.fileno())
+    finished: dict[int, int] = {}
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            finished[pid] = os.waitstatus_to_exitcode(status)
+
+    replies.write(json.dumps({"ready": True}) + "\n")
+    for line in requests:
+        request = json.loads(line)
+        reply: dict = {}
+        try:
+            if request["op"] == "spawn":
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        _become_kernel(request, protocol_fds, isolate)
+                        code = 0
+                    except BaseException:  # the kernel's own failure, for its log
+                        traceback.print_exc()
+                        code = 70
+                    os._exit(code)
+                reply = {"pid": pid}
+            elif request["op"] == "poll":
+                reap()
+                reply = {"status": finished.get(request["pid"])}
+            elif request["op"] == "signal":
+                reap()
+                if request["pid"] not in finished:
+                    os.kill(request["pid"], int(request["signal"]))
+        except Exception as exc:  # a bad request must not end the pool
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        replies.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    serve(isolate=sys.argv[1:2] == ["isolate"])
