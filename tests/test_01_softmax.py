@@ -35,20 +35,14 @@ def test_checks_are_deterministic_and_leave_the_learners_inputs_alone():
     np.testing.assert_array_equal(seen[0], seen[1])
 
 
-class AlwaysEqual:
-    def __eq__(self, other):
-        return True
-
-
+# The kinds of failure every exercise shares (the learner's code raises, is still the
+# stub, is not callable, returns the wrong type or an object equal to everything) are
+# tested for all exercises in tests/test_check_failures.py. The rows here are this
+# exercise's own, or what that test does not assert: returning None or the wrong shape (it
+# lets those pass where they may not apply).
 BAD_SOFTMAX = {
     "returns None": (lambda x, axis=-1: None, "returned None"),
-    "raises": (lambda x, axis=-1: {}["missing"], "raised KeyError"),
-    "not callable": (np.zeros(3), "to be a function"),
-    "still the stub": (lambda x, axis=-1: (_ for _ in ()).throw(NotImplementedError()),
-                       "NotImplementedError"),
     "wrong shape": (lambda x, axis=-1: softmax(x, axis)[..., :1], "expected"),
-    "not numbers": (lambda x, axis=-1: "probabilities", "NumPy array of numbers"),
-    "object equal to everything": (lambda x, axis=-1: AlwaysEqual(), "NumPy array of numbers"),
     "negative values": (lambda x, axis=-1: softmax(x, axis) - 0.5, "negative value"),
 }
 
@@ -63,7 +57,6 @@ def test_bad_softmax_gives_a_clear_failure(case):
 
 BAD_LOG_SOFTMAX = {
     "returns None": (lambda x, axis=-1: None, "returned None"),
-    "raises": (lambda x, axis=-1: 1 / 0, "raised ZeroDivisionError"),
     "wrong shape": (lambda x, axis=-1: log_softmax(x, axis).T, "expected"),
     "x minus max only": (lambda x, axis=-1: x - x.max(axis, keepdims=True), "only the first part"),
     "off by a constant": (lambda x, axis=-1: log_softmax(x, axis) + 0.1, "differs from"),
@@ -80,11 +73,7 @@ def test_bad_log_softmax_gives_a_clear_failure(case):
 
 BAD_CROSS_ENTROPY = {
     "returns None": (lambda logits, targets: None, "returned None"),
-    "raises": (lambda logits, targets: logits[targets.size + 100], "raised IndexError"),
-    "not callable": ("cross_entropy", "to be a function"),
     "a whole matrix": (lambda logits, targets: log_softmax(logits), "should return one number"),
-    "a string": (lambda logits, targets: "a loss", "NumPy array of numbers"),
-    "object equal to everything": (lambda logits, targets: AlwaysEqual(), "NumPy array of numbers"),
     "averages over classes too": (lambda logits, targets: cross_entropy(logits, targets) / logits.shape[-1],
                                   "averages over the classes"),
     "probabilities on the wrong axis": (

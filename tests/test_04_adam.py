@@ -79,11 +79,6 @@ class InitRaises:
         raise NotImplementedError()
 
 
-class StepRaises(Adam):
-    def step(self, grads):
-        raise RuntimeError("boom")
-
-
 class StepMovesACopy(Adam):
     def __init__(self, params, **kwargs):
         super().__init__([p.copy() for p in params], **kwargs)
@@ -95,10 +90,15 @@ class TFixed(Adam):
         self.t = 0  # the next step is t = 1 again
 
 
+# The kinds of failure every exercise shares (the learner's code raises, is still the
+# stub, is not callable, returns the wrong type or an object equal to everything) are
+# tested for all exercises in tests/test_check_failures.py. The rows here are this
+# exercise's own, or what that test does not assert: returning None or the wrong shape (it
+# lets those pass where they may not apply); a stub __init__, where that test breaks only
+# the methods.
 BAD_CLASSES = {
     "no step method": (NoStep, "no step method"),
     "__init__ still the stub": (InitRaises, "NotImplementedError"),
-    "step raises": (StepRaises, "raised RuntimeError: boom"),
     "updates a copy": (StepMovesACopy, "in place"),
     "t stays at 1": (TFixed, "t stays at 1"),
 }

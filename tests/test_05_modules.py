@@ -129,16 +129,20 @@ class StubLinear(nn.Module):
         raise NotImplementedError()
 
 
+# The kinds of failure every exercise shares (the learner's code raises, is still the
+# stub, is not callable, returns the wrong type or an object equal to everything) are
+# tested for all exercises in tests/test_check_failures.py. The rows here are this
+# exercise's own, or what that test does not assert: returning None or the wrong shape (it
+# lets those pass where they may not apply); a stub __init__, where that test breaks only
+# the methods.
 BAD_LINEARS = {
     "not a class": (lambda *a, **k: Linear(*a, **k), "to be a class"),
-    "None": (None, "to be a class"),
     "not a Module": (NotAModule, "should subclass torch.nn.Module"),
     "release stub": (StubLinear, "still raises NotImplementedError"),
     "frozen weight": (FrozenLinear, "requires_grad=False"),
     "forward returns None": (_linear_with_forward(lambda self, x: None), "returned None"),
     "forward returns NumPy": (_linear_with_forward(lambda self, x: (x @ self.weight.T + self.bias).detach().numpy()),
-                              "should return a torch.Tensor"),
-    "forward raises": (_linear_with_forward(lambda self, x: {}["missing"]), "raised KeyError"),
+                              "should return one torch.Tensor"),
     "wrong output shape": (_linear_with_forward(lambda self, x: x[..., :1]), "has shape"),
     "output detached": (_linear_with_forward(lambda self, x: (x @ self.weight.T + self.bias).detach()),
                         "not connected to the autograd graph"),
@@ -158,7 +162,6 @@ def test_bad_linear_gives_a_clear_failure(case):
 
 
 BAD_NORMS = {
-    "forward raises": (_norm_with_forward(lambda self, x: x.mean(dim=5)), "raised IndexError"),
     "division by a zero variance": (_norm_with_forward(
         lambda self, x: (x - x.mean(-1, keepdim=True)) / 0.0 * self.weight + self.bias), "inf"),
     "not normalised": (_norm_with_forward(lambda self, x: x * self.weight + self.bias),

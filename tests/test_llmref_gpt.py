@@ -10,17 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt_fixtures import one_thread, random_tokens, seeded_gpt  # noqa: F401 (one_thread: autouse)
 from llmref.gpt import GPT, GPTConfig, count_parameters
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from threads, and on a busy 2-core machine threads that
-    wait for each other make a 0.1 s check take seconds (as the notebook, which sets the same)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # float64: eps is 2.2e-16; the two forward passes round in different orders through a few
 # blocks of width <= 32, which costs ~1e-14 on logits of order 10. 1e-10 is far above that
@@ -33,23 +25,6 @@ CONFIGS = {
     "one layer, one head": GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8),
     "three layers, four heads": GPTConfig(vocab_size=40, block_size=16, n_layer=3, n_head=4, n_embd=32),
 }
-
-
-def _model(config: GPTConfig, seed: int = 0, dtype=torch.float64) -> GPT:
-    """GPT(config) with seeded random weights everywhere (LayerNorms and biases included)."""
-    torch.manual_seed(seed)
-    model = GPT(config).to(dtype)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=dtype)
-            if p.dim() == 2 and "transformer.w" not in name:
-                p.copy_(noise / math.sqrt(p.shape[1]))
-            elif ".ln_" in name and name.endswith("weight"):
-                p.copy_(1 + 0.3 * noise)
-            else:
-                p.copy_(0.5 * noise)
-    return model.eval()
 
 
 def _independent_logits(model: GPT, idx: torch.Tensor, *, wte_in=None, wte_out=None) -> torch.Tensor:
@@ -85,18 +60,14 @@ def _independent_logits(model: GPT, idx: torch.Tensor, *, wte_in=None, wte_out=N
     return norm("transformer.ln_f", x) @ wte_out.T
 
 
-def _tokens(config: GPTConfig, batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    return torch.randint(config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
 # ----------------------------------------------------------------------------- forward
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_logits_match_an_independent_forward_pass(name):
     config = CONFIGS[name]
-    model = _model(config)
+    model = seeded_gpt(config)
     for length in (1, config.block_size // 2, config.block_size):
-        idx = _tokens(config, 3, length)
+        idx = random_tokens(config, 3, length)
         with torch.no_grad():
             logits, loss = model(idx)
         assert loss is None and logits.shape == (3, length, config.vocab_size)
@@ -106,8 +77,8 @@ def test_logits_match_an_independent_forward_pass(name):
 @pytest.mark.parametrize("name", ["bias", "no bias"])
 def test_loss_is_the_mean_negative_log_likelihood_of_the_next_token(name):
     config = CONFIGS[name]
-    model = _model(config)
-    window = _tokens(config, 4, config.block_size + 1)
+    model = seeded_gpt(config)
+    window = random_tokens(config, 4, config.block_size + 1)
     idx, targets = window[:, :-1], window[:, 1:]  # a slice, as callers cut batches: not contiguous
     assert not targets.is_contiguous()
     with torch.no_grad():
@@ -120,8 +91,8 @@ def test_loss_is_the_mean_negative_log_likelihood_of_the_next_token(name):
 
 def test_gradient_of_the_tied_matrix_sums_both_uses():
     config = CONFIGS["bias"]
-    model = _model(config)
-    idx, targets = _tokens(config, 2, 7), _tokens(config, 2, 7, seed=2)
+    model = seeded_gpt(config)
+    idx, targets = random_tokens(config, 2, 7), random_tokens(config, 2, 7, seed=2)
     model(idx, targets)[1].backward()
     wte = model.transformer.wte.weight.detach()
     wte_in, wte_out = wte.clone().requires_grad_(), wte.clone().requires_grad_()
@@ -135,8 +106,8 @@ def test_gradient_of_the_tied_matrix_sums_both_uses():
 @pytest.mark.parametrize("name", ["bias", "three layers, four heads"])
 def test_causal_a_later_token_never_changes_earlier_logits(name):
     config = CONFIGS[name]
-    model = _model(config)
-    idx = _tokens(config, 2, config.block_size)
+    model = seeded_gpt(config)
+    idx = random_tokens(config, 2, config.block_size)
     with torch.no_grad():
         base = model(idx)[0]
         for t in range(config.block_size):
@@ -209,8 +180,8 @@ def test_a_fresh_model_starts_near_ln_v_with_gpt2s_initialisation(overrides, see
     config = GPTConfig(**overrides)
     torch.manual_seed(seed)
     model = GPT(config)
-    idx = _tokens(config, 8, min(64, config.block_size), seed=seed)
-    targets = _tokens(config, 8, min(64, config.block_size), seed=seed + 100)
+    idx = random_tokens(config, 8, min(64, config.block_size), seed=seed)
+    targets = random_tokens(config, 8, min(64, config.block_size), seed=seed + 100)
     with torch.no_grad():
         loss = model(idx, targets)[1].item()
     # The margin the check uses (autograder/checks/gpt.py, INITIAL_LOSS_MARGIN), with room.
@@ -236,16 +207,16 @@ def _greedy(model: GPT, idx: torch.Tensor, steps: int) -> torch.Tensor:
 
 def test_top_k_one_is_greedy_decoding_and_the_context_is_cropped():
     config = CONFIGS["bias"]
-    model = _model(config)
-    prompt = _tokens(config, 3, config.block_size + 5)  # longer than the context from the start
+    model = seeded_gpt(config)
+    prompt = random_tokens(config, 3, config.block_size + 5)  # longer than the context from the start
     tokens = model.generate(prompt, 10, top_k=1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tokens, _greedy(model, prompt, 10))
 
 
 def test_sampling_is_reproducible_with_a_seeded_generator_and_leaves_the_global_one_alone():
     config = CONFIGS["bias"]
-    model = _model(config)
-    prompt = _tokens(config, 2, 3)
+    model = seeded_gpt(config)
+    prompt = random_tokens(config, 2, 3)
     runs = []
     for global_seed in (0, 1):
         torch.manual_seed(global_seed)
@@ -260,8 +231,8 @@ def test_sampling_is_reproducible_with_a_seeded_generator_and_leaves_the_global_
 
 def test_top_k_samples_only_among_the_k_largest_logits():
     config = CONFIGS["three layers, four heads"]
-    model = _model(config)
-    prompt = _tokens(config, 4, 2)
+    model = seeded_gpt(config)
+    prompt = random_tokens(config, 4, 2)
     k = 3
     tokens = model.generate(prompt, 25, temperature=2.0, top_k=k, generator=torch.Generator().manual_seed(0))
     for step in range(prompt.shape[1], tokens.shape[1]):
@@ -274,9 +245,9 @@ def test_top_k_samples_only_among_the_k_largest_logits():
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.5, None), (2.0, 4)])
 def test_sampled_frequencies_follow_the_tempered_top_k_distribution(temperature, top_k):
     config = CONFIGS["bias"]
-    model = _model(config)
+    model = seeded_gpt(config)
     n = 20_000
-    prompt = _tokens(config, 1, 4).expand(n, 4)
+    prompt = random_tokens(config, 1, 4).expand(n, 4)
     tokens = model.generate(prompt, 1, temperature=temperature, top_k=top_k,
                             generator=torch.Generator().manual_seed(0))[:, -1]
     logits = _independent_logits(model, prompt[:1])[0, -1] / temperature
@@ -291,8 +262,8 @@ def test_sampled_frequencies_follow_the_tempered_top_k_distribution(temperature,
 
 def test_generate_keeps_idx_and_the_models_mode():
     config = CONFIGS["bias"]
-    model = _model(config)
-    prompt = _tokens(config, 2, 4)
+    model = seeded_gpt(config)
+    prompt = random_tokens(config, 2, 4)
     copy = prompt.clone()
     for training in (True, False):
         model.train(training)
@@ -309,14 +280,14 @@ def test_generate_keeps_idx_and_the_models_mode():
     ({"top_k": 0}, "top_k must be at least 1"),
 ], ids=str)
 def test_generate_refuses_bad_arguments(kwargs, match):
-    model = _model(CONFIGS["bias"])
+    model = seeded_gpt(CONFIGS["bias"])
     with pytest.raises(ValueError, match=match):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 1, **kwargs)
 
 
 def test_top_k_above_the_vocabulary_keeps_every_token():
-    model = _model(CONFIGS["bias"])
-    prompt = _tokens(CONFIGS["bias"], 2, 3)
+    model = seeded_gpt(CONFIGS["bias"])
+    prompt = random_tokens(CONFIGS["bias"], 2, 3)
     everything = model.generate(prompt, 8, top_k=100, generator=torch.Generator().manual_seed(3))
     plain = model.generate(prompt, 8, generator=torch.Generator().manual_seed(3))
     assert torch.equal(everything, plain)

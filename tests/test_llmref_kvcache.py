@@ -2,21 +2,12 @@
 cache) on every prefix, each padded sequence alone, GPT.generate's tokens, and Hugging Face's
 GPT2LMHeadModel on the same weights with its own past_key_values, attention_mask and
 position_ids; the size of the cache; bad input."""
-import math
-
 import pytest
 import torch
 
-from llmref.gpt import GPT, GPTConfig
+from gpt_fixtures import one_thread, random_tokens, seeded_gpt  # noqa: F401 (one_thread: autouse)
+from llmref.gpt import GPTConfig
 from llmref.kvcache import attend_with_cache, forward_with_cache, generate_with_cache, left_pad
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # float64: the cached and full passes add the same products in other groupings, which costs
@@ -28,27 +19,6 @@ CONFIGS = {
     "no bias, 4 heads": GPTConfig(vocab_size=31, block_size=13, n_layer=3, n_head=4, n_embd=32, bias=False),
     "one layer, one head": GPTConfig(vocab_size=11, block_size=9, n_layer=1, n_head=1, n_embd=8),
 }
-
-
-def _model(config: GPTConfig, seed: int = 0, dtype=torch.float64) -> GPT:
-    """GPT(config) with seeded random weights everywhere (LayerNorms and biases included)."""
-    torch.manual_seed(seed)
-    model = GPT(config).to(dtype)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=dtype)
-            if p.dim() == 2 and "transformer.w" not in name:
-                p.copy_(noise / math.sqrt(p.shape[1]))
-            elif ".ln_" in name and name.endswith("weight"):
-                p.copy_(1 + 0.3 * noise)
-            else:
-                p.copy_(0.5 * noise)
-    return model.eval()
-
-
-def _tokens(config, seed, *shape):
-    return torch.randint(config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _incremental(model, idx, cuts, mask=None):
@@ -65,8 +35,8 @@ def _incremental(model, idx, cuts, mask=None):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_one_token_at_a_time_equals_the_full_forward_pass(name):
     config = CONFIGS[name]
-    model = _model(config)
-    idx = _tokens(config, 1, 3, config.block_size)
+    model = seeded_gpt(config)
+    idx = random_tokens(config, 3, config.block_size)
     with torch.no_grad():
         full = model(idx)[0]
         cached, present = _incremental(model, idx, range(1, config.block_size + 1))
@@ -81,8 +51,8 @@ def test_one_token_at_a_time_equals_the_full_forward_pass(name):
 @pytest.mark.parametrize("cuts", [(5, 6, 7, 17), (1, 9, 17), (17,), (3, 4, 10, 12, 16, 17)])
 def test_any_split_into_prefill_and_chunks_equals_the_full_pass(cuts):
     config = CONFIGS["bias"]
-    model = _model(config, seed=2)
-    idx = _tokens(config, 2, 2, 17)
+    model = seeded_gpt(config, seed=2)
+    idx = random_tokens(config, 2, 17, seed=2)
     with torch.no_grad():
         full = model(idx)[0]
         cached, _ = _incremental(model, idx, cuts)
@@ -92,10 +62,10 @@ def test_any_split_into_prefill_and_chunks_equals_the_full_pass(cuts):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_left_padded_batch_equals_each_sequence_alone(name):
     config = CONFIGS[name]
-    model = _model(config, seed=3)
+    model = seeded_gpt(config, seed=3)
     lengths = [2, config.block_size - 4, 1, 5]
     steps = 4
-    rows = [_tokens(config, 10 + b, n + steps).tolist() for b, n in enumerate(lengths)]
+    rows = [random_tokens(config, n + steps, seed=10 + b).tolist() for b, n in enumerate(lengths)]
     idx, mask = left_pad([r[:n] for r, n in zip(rows, lengths)])
     P = idx.shape[1]
     later = torch.tensor([r[n:] for r, n in zip(rows, lengths)])
@@ -112,8 +82,8 @@ def test_left_padded_batch_equals_each_sequence_alone(name):
 def test_positions_count_real_tokens_only():
     """The same prompt behind 0, 3 or 6 padding columns gives the same logits."""
     config = CONFIGS["bias"]
-    model = _model(config, seed=4)
-    prompt = _tokens(config, 4, 7).tolist()
+    model = seeded_gpt(config, seed=4)
+    prompt = random_tokens(config, 7, seed=4).tolist()
     logits = []
     for pad in (0, 3, 6):
         idx, mask = left_pad([prompt, [1] * (7 + pad)])
@@ -125,8 +95,8 @@ def test_positions_count_real_tokens_only():
 
 def test_an_all_true_mask_changes_nothing():
     config = CONFIGS["no bias, 4 heads"]
-    model = _model(config, seed=5)
-    idx = _tokens(config, 5, 2, 9)
+    model = seeded_gpt(config, seed=5)
+    idx = random_tokens(config, 2, 9, seed=5)
     with torch.no_grad():
         plain, _ = _incremental(model, idx, (4, 5, 9))
         masked, _ = _incremental(model, idx, (4, 5, 9), torch.ones(2, 9, dtype=torch.bool))
@@ -135,7 +105,7 @@ def test_an_all_true_mask_changes_nothing():
 
 def test_attention_alone_equals_the_layer_and_keeps_the_keys():
     config = CONFIGS["no bias, 4 heads"]
-    attn = _model(config, seed=6).transformer.h[1].attn
+    attn = seeded_gpt(config, seed=6).transformer.h[1].attn
     x = torch.randn(2, 10, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         full = attn(x)
@@ -149,7 +119,7 @@ def test_attention_alone_equals_the_layer_and_keeps_the_keys():
 
 def test_an_empty_past_is_no_past():
     config = CONFIGS["bias"]
-    attn = _model(config, seed=7).transformer.h[0].attn
+    attn = seeded_gpt(config, seed=7).transformer.h[0].attn
     x = torch.randn(2, 5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     empty = torch.zeros(2, 2, 0, 8, dtype=torch.float64)
     with torch.no_grad():
@@ -166,7 +136,7 @@ def test_matches_hugging_face_gpt2_with_its_cache_and_left_padding():
     values. Float64, so any difference beyond rounding is a real one."""
     transformers = pytest.importorskip("transformers")
     config = GPTConfig(vocab_size=29, block_size=16, n_layer=2, n_head=2, n_embd=16)
-    model = _model(config, seed=8)
+    model = seeded_gpt(config, seed=8)
     hf_config = transformers.GPT2Config(
         vocab_size=29, n_positions=16, n_embd=16, n_layer=2, n_head=2, activation_function="gelu",
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5)
@@ -181,7 +151,7 @@ def test_matches_hugging_face_gpt2_with_its_cache_and_left_padding():
                                   for name in missing), (missing, unexpected)
 
     lengths, steps = [3, 8, 1], 3
-    rows = [_tokens(config, 20 + b, n + steps).tolist() for b, n in enumerate(lengths)]
+    rows = [random_tokens(config, n + steps, seed=20 + b).tolist() for b, n in enumerate(lengths)]
     idx, mask = left_pad([r[:n] for r, n in zip(rows, lengths)], pad_id=0)
     later = torch.tensor([r[n:] for r, n in zip(rows, lengths)])
     ours, past = forward_with_cache(model, idx, None, mask)
@@ -212,8 +182,8 @@ def test_matches_hugging_face_gpt2_with_its_cache_and_left_padding():
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, 4), (2.0, 1)])
 def test_generation_gives_generate_s_tokens(temperature, top_k):
     config = CONFIGS["bias"]
-    model = _model(config, seed=9, dtype=torch.float32)
-    idx = _tokens(config, 9, 3, 5)
+    model = seeded_gpt(config, seed=9, dtype=torch.float32)
+    idx = random_tokens(config, 3, 5, seed=9)
     expected = model.generate(idx, 13, temperature=temperature, top_k=top_k,
                               generator=torch.Generator().manual_seed(1))
     tokens = generate_with_cache(model, idx, 13, temperature=temperature, top_k=top_k,
@@ -223,8 +193,8 @@ def test_generation_gives_generate_s_tokens(temperature, top_k):
 
 def test_greedy_generation_of_a_padded_batch_continues_each_prompt_alone():
     config = CONFIGS["no bias, 4 heads"]
-    model = _model(config, seed=10, dtype=torch.float32)
-    prompts = [_tokens(config, 30 + b, n).tolist() for b, n in enumerate((4, 1, 7))]
+    model = seeded_gpt(config, seed=10, dtype=torch.float32)
+    prompts = [random_tokens(config, n, seed=30 + b).tolist() for b, n in enumerate((4, 1, 7))]
     idx, mask = left_pad(prompts)
     tokens = generate_with_cache(model, idx, 5, top_k=1, attention_mask=mask)
     for b, prompt in enumerate(prompts):
@@ -234,8 +204,8 @@ def test_greedy_generation_of_a_padded_batch_continues_each_prompt_alone():
 
 def test_generation_restores_the_mode_and_zero_tokens_is_the_prompt():
     config = CONFIGS["bias"]
-    model = _model(config, seed=11, dtype=torch.float32).train()
-    idx = _tokens(config, 11, 2, 3)
+    model = seeded_gpt(config, seed=11, dtype=torch.float32).train()
+    idx = random_tokens(config, 2, 3, seed=11)
     assert generate_with_cache(model, idx, 2).shape == (2, 5)
     assert model.training
     assert torch.equal(generate_with_cache(model, idx, 0), idx)
@@ -252,13 +222,13 @@ def test_left_pad_layout():
 
 def test_too_long_is_refused_naming_both_lengths():
     config = CONFIGS["bias"]                      # block_size 17
-    model = _model(config)
-    idx = _tokens(config, 0, 2, 17)
+    model = seeded_gpt(config)
+    idx = random_tokens(config, 2, 17, seed=0)
     _, past = forward_with_cache(model, idx)
     with pytest.raises(ValueError, match=r"17 cached \+ 1 new tokens = 18 positions.*block_size=17"):
         forward_with_cache(model, idx[:, :1], past)
     with pytest.raises(ValueError, match=r"= 19 positions.*block_size=17"):
-        forward_with_cache(model, _tokens(config, 0, 1, 19))
+        forward_with_cache(model, random_tokens(config, 1, 19, seed=0))
     with pytest.raises(ValueError, match=r"need 18 positions.*block_size=17"):
         generate_with_cache(model, idx[:, :6], 13)
 
@@ -278,6 +248,6 @@ def test_too_long_is_refused_naming_both_lengths():
     (lambda m: left_pad([[1, 2], []]), "sequence 1 is empty"),
 ])
 def test_bad_input_is_refused_clearly(call, says):
-    model = _model(CONFIGS["bias"], dtype=torch.float32)
+    model = seeded_gpt(CONFIGS["bias"], dtype=torch.float32)
     with pytest.raises(ValueError, match=says):
         call(model)

@@ -160,6 +160,64 @@ def expect_class(cls: Any, name: str, *, base: type | None = None) -> type:
          "reassign the name?")
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
+def saved_shapes(module: Any, built: str) -> Shapes:
+    """The name and shape of everything the learner's nn.Module `module` saves in its
+    state_dict; `built` names it in messages (``"Block(32, 4)"``).
+
+    A module whose state_dict raises, nearly always because its ``__init__`` never called
+    ``super().__init__()``, fails the check with that hint. torch is not imported here.
+    """
+    __tracebackhide__ = True
+    try:
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    except Exception as exc:  # the learner's module is broken; say where to look
+        fail_from(exc, f"`{built}.state_dict()` raised {type(exc).__name__}: {exc}. "
+                       "Does __init__ start with super().__init__()?")
+
+
+def layout_differences(actual: Shapes, expected: Shapes, *, most: int = 8) -> list[str]:
+    """Sentences for a failure message on how a learner's state_dict layout `actual` differs
+    from the reference's `expected` (both name -> shape, as :func:`saved_shapes` gives):
+    the names missing, those not expected and those of another shape, with their shapes.
+
+    Each list stops after `most` names (a real checkpoint has hundreds), saying how many more
+    there are. Empty when the layouts are the same.
+    """
+    def listed(items: list[str], sep: str = ", ") -> str:
+        more = f" and {len(items) - most} more" if len(items) > most else ""
+        return sep.join(items[:most]) + more
+
+    missing = [f"{k} {expected[k]}" for k in expected if k not in actual]
+    extra = [f"{k} {actual[k]}" for k in actual if k not in expected]
+    reshaped = [f"{k} is {actual[k]}, expected {expected[k]}" for k in expected
+                if k in actual and actual[k] != expected[k]]
+    lines = []
+    if missing:
+        lines.append(f"Missing: {listed(missing)}.")
+    if extra:
+        lines.append(f"Not expected: {listed(extra)}.")
+    if reshaped:
+        lines.append(f"Wrong shape: {listed(reshaped, '; ')}.")
+    return lines
+
+
+def expect_parameters(module: Any, names: Iterable[str], how: str) -> None:
+    """Fail if any of `names`, saved in the learner module's state_dict, is not a registered
+    parameter (a buffer, say): an optimiser would never train it. `how` says how to register
+    it in this exercise."""
+    __tracebackhide__ = True
+    registered = {k for k, _ in module.named_parameters()}
+    unregistered = [k for k in names if k not in registered]
+    if unregistered:
+        one = len(unregistered) == 1
+        fail(f"{', '.join(unregistered)} {'is' if one else 'are'} saved in the state_dict but not "
+             f"registered as {'a parameter' if one else 'parameters'}, so an optimiser would never "
+             f"train {'it' if one else 'them'}. {how}")
+
+
 def as_float_array(value: Any, what: str, expected_shape: Sequence[int]) -> np.ndarray:
     """Convert a returned value to a float64 array of an exact shape, or fail saying why.
 
@@ -527,3 +585,48 @@ def torch_isolated(seed: int) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(threads)
+
+
+def build_learner(cls: Any, *args: Any, name: str, forbidden: dict, why: str, **kwargs: Any) -> Any:
+    """The learner's class `cls` called with `args` and `kwargs`, the way the checks build a
+    module: library shortcuts refused (see :func:`refuse_shortcuts`; the object built is looked
+    at too, so a forbidden base class or submodule counts) and torch's global random state,
+    which initialising weights draws from, given back to the learner afterwards.
+
+    `name` is the call as messages show it (``"Block(32, 4)"``).
+    """
+    __tracebackhide__ = True
+    with torch_seeded(), refuse_shortcuts(forbidden, name, why) as watch:
+        built = call_learner(cls, *args, name=name, **kwargs)
+        watch.look_at(built)
+    return built
+
+
+def load_weights(module: Any, state: Any, built: str, *, whose: str = "the reference's weights",
+                 hint: str = "") -> None:
+    """Load the state_dict `state` (`whose`, for the message) into the learner's module
+    `built`, whose names and shapes are already checked; fail with the error and `hint` if
+    it still does not load (a custom load_state_dict, say)."""
+    __tracebackhide__ = True
+    try:
+        module.load_state_dict(state)
+    except Exception as exc:  # the learner's module refused its own layout
+        fail_from(exc, f"Loading {whose} into `{built}` raised {type(exc).__name__}: {exc}."
+                       + (f" {hint}" if hint else ""))
+
+
+def forward_tensor(module: Any, x: Any, name: str, forbidden: dict, why: str, expected_shape,
+                   *, grad: bool = True, hint: str = "") -> "tuple[Any, np.ndarray]":
+    """Call the learner's module on x with library shortcuts refused; the result must be one
+    tensor of `expected_shape`. Returns the tensor (for backward) and its values as float64.
+
+    `hint` follows the message for a result that is not a tensor (what it should be)."""
+    __tracebackhide__ = True
+    import torch
+    with torch.set_grad_enabled(grad), refuse_shortcuts(forbidden, f"{name}.forward", why, learner=module):
+        result = call_learner(module, x, name=f"{name}.forward")
+    if result is None:
+        fail(f"`{name}.forward` returned None. Does it end with a `return` statement?")
+    if not isinstance(result, torch.Tensor):
+        fail(f"`{name}.forward` should return one torch.Tensor, but returned {describe(result)}. {hint}".rstrip())
+    return result, as_float_array(result, f"The output of `{name}.forward`", tuple(expected_shape))

@@ -17,8 +17,6 @@ attention whole are refused, however they are imported.
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -32,9 +30,11 @@ from llmref.block import MLP as ReferenceMLP
 from llmref.block import Block as ReferenceBlock
 from llmref.block import CausalSelfAttention as ReferenceAttention
 
-from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, refuse_shortcuts, worst_mismatch)
+from ._core import (as_float_array, forward_tensor, build_learner, call_learner, describe, expect_parameters, fail,
+                    fail_from, find_bad_values, layout_differences, load_weights, passed,
+                    refuse_shortcuts, saved_shapes, torch_seeded, worst_mismatch)
 from .multihead import FORBIDDEN as ATTENTION_FUNCTIONS
+from .multihead import attend_heads, head_variants
 
 # The learner's module runs in float32, the reference in float64 on the same float32 weights
 # and inputs, so the difference is the learner's own rounding. float32 keeps about seven
@@ -69,14 +69,6 @@ WHY_BY_HAND = ("Build it from nn.Linear, nn.LayerNorm, nn.GELU, nn.Dropout and y
                "tensor operations: that wiring is what the exercise is about.")
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch inside, and give the learner's global random state back afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 # ----------------------------------------------------------------------------- test cases
 
 @dataclass
@@ -106,7 +98,7 @@ class Case:
 
 
 def _reference(kind: str, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):  # building a module draws from the global RNG
+    with torch_seeded():  # building a module draws from the global RNG
         if kind == "attention":
             return ReferenceAttention(n_embd, n_head, dropout, bias)
         if kind == "mlp":
@@ -165,23 +157,15 @@ def _expected_layout(case: Case) -> str:
 def _check_layout(module: nn.Module, case: Case, built: str) -> None:
     """Parameters with the reference's names and shapes, registered, and nothing else saved."""
     __tracebackhide__ = True
-    try:
-        params = {k: tuple(p.shape) for k, p in module.named_parameters()}
-        saved = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    except Exception as exc:  # e.g. __init__ never called super().__init__()
-        fail_from(exc, f"`{built}.state_dict()` raised {type(exc).__name__}: {exc}. "
-                   "Does __init__ start with super().__init__()?")
+    saved = saved_shapes(module, built)
+    params = {k: tuple(p.shape) for k, p in module.named_parameters()}
     expected = {k: tuple(v.shape) for k, v in case.state.items()}
     C = case.n_embd
     if saved == expected and params == expected:
         return
-    not_params = [k for k in expected if k in saved and k not in params]
-    if saved == expected and not_params:
-        one = len(not_params) == 1
-        fail(f"{', '.join(not_params)} {'is' if one else 'are'} saved but not registered as "
-             f"{'a parameter' if one else 'parameters'}, so an optimiser would never train "
-             f"{'it' if one else 'them'}. Use nn.Linear and nn.LayerNorm (or nn.Parameter), "
-             "not register_buffer, for weights.")
+    if saved == expected:
+        expect_parameters(module, expected, "Use nn.Linear and nn.LayerNorm (or nn.Parameter), "
+                          "not register_buffer, for weights.")
     missing = [k for k in expected if k not in saved]
     extra = [k for k in saved if k not in expected]
     reshaped = [k for k in expected if k in saved and saved[k] != expected[k]]
@@ -192,13 +176,8 @@ def _check_layout(module: nn.Module, case: Case, built: str) -> None:
              "be a buffer that is not saved: register_buffer(name, mask, persistent=False); or "
              "build the mask inside forward.")
     lines = [f"The parameters of `{built}` do not have GPT-2's names and shapes, so the "
-             f"reference's state_dict cannot be loaded. Expected exactly: {_expected_layout(case)}."]
-    if missing:
-        lines.append("Missing: " + ", ".join(missing) + ".")
-    if extra:
-        lines.append("Not expected: " + ", ".join(f"{k} {saved[k]}" for k in extra) + ".")
-    for k in reshaped:
-        lines.append(f"{k} has shape {saved[k]}, expected {expected[k]}.")
+             f"reference's state_dict cannot be loaded. Expected exactly: {_expected_layout(case)}.",
+             *layout_differences(saved, expected)]
     if any(part in k for k in extra for part in ("q_proj", "k_proj", "v_proj", "query", "key", "value")):
         lines.append(f"Keep the query, key and value projections in one nn.Linear named c_attn, "
                      f"n_embd -> 3 * n_embd = {C} -> {3 * C}: its output holds the queries, then "
@@ -222,18 +201,13 @@ def _build(cls: Any, case: Case, *, dropout: float = 0.0) -> nn.Module:
     __tracebackhide__ = True
     built = case.call(dropout)
     args = (case.n_embd,) if case.kind == "mlp" else (case.n_embd, case.n_head)
-    # the learner's initialisation draws from the global RNG
-    with torch.random.fork_rng(devices=[]), refuse_shortcuts(SHORTCUTS, built, WHY_BY_HAND) as watch:
-        module = call_learner(cls, *args, name=built, dropout=dropout, bias=case.bias)
-        watch.look_at(module)
+    module = build_learner(cls, *args, name=built, forbidden=SHORTCUTS, why=WHY_BY_HAND,
+                           dropout=dropout, bias=case.bias)
     if not isinstance(module, nn.Module):
         fail(f"`{built}` should give an nn.Module, but gave {describe(module)}.")
     _check_layout(module, case, built)
-    try:
-        module.load_state_dict(case.state)
-    except Exception as exc:
-        fail_from(exc, f"Loading the reference's state_dict into `{built}` raised "
-                   f"{type(exc).__name__}: {exc}. Expected: {_expected_layout(case)}.")
+    load_weights(module, case.state, built, whose="the reference's state_dict",
+                 hint=f"Expected: {_expected_layout(case)}.")
     return module
 
 
@@ -241,14 +215,8 @@ def _run(module: nn.Module, x: torch.Tensor, name: str, *, grad: bool = False):
     """Call the learner's module on x, watching for library shortcuts. Returns (the tensor
     returned, its values as a checked float64 array)."""
     __tracebackhide__ = True
-    with torch.set_grad_enabled(grad), refuse_shortcuts(SHORTCUTS, f"{name}.forward", WHY_BY_HAND):
-        result = call_learner(module, x, name=f"{name}.forward")
-    if result is None:
-        fail(f"`{name}.forward` returned None. Does it end with `return ...`?")
-    if not isinstance(result, torch.Tensor):
-        fail(f"`{name}.forward` should return one tensor of shape (B, T, C), but returned "
-             f"{describe(result)}.")
-    return result, as_float_array(result, f"The output of `{name}`", tuple(x.shape))
+    return forward_tensor(module, x, name, SHORTCUTS, WHY_BY_HAND, x.shape, grad=grad,
+                          hint="Its shape is (B, T, C), like the input's.")
 
 
 def _scale(expected: np.ndarray) -> float:
@@ -273,26 +241,15 @@ def _attend(case: Case, x: torch.Tensor, prefix: str = "", *, order=(0, 1, 2), d
     softmax)."""
     p = {k[len(prefix):]: v.double() for k, v in case.state.items() if k.startswith(prefix)}
     x = x.double()
-    B, T, C = x.shape
-    h = case.n_head
-    hs = C // h
+    T, C = x.shape[1:]
     parts = F.linear(x, p["c_attn.weight"], p.get("c_attn.bias")).split(C, dim=2)
     q, k, v = (parts[i] for i in order)
-
-    def heads(t):
-        return t.reshape(B, h, T, hs) if split == "reshape" else t.view(B, T, h, hs).transpose(1, 2)
-
-    q, k, v = heads(q), heads(k), heads(v)
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(hs) if divide_by is None else divide_by)
     t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
     blocked = {"future": s > t, "after": s > t, "none": torch.zeros(T, T, dtype=torch.bool),
                "past": s < t, "diagonal": s >= t}[mask]
-    if mask == "after":
-        weights = torch.softmax(scores, dim=softmax_dim).masked_fill(blocked, 0.0)
-    else:
-        weights = torch.softmax(scores.masked_fill(blocked, fill), dim=softmax_dim)
-    y = weights @ v
-    y = y.reshape(B, T, C) if merge == "reshape" else y.transpose(1, 2).reshape(B, T, C)
+    y, _ = attend_heads(q, k, v, blocked, case.n_head, divide_by=divide_by, split=split,
+                        merge=merge, fill=fill, softmax_dim=softmax_dim,
+                        after_softmax=mask == "after")
     if project:
         y = F.linear(y, p["c_proj.weight"], p.get("c_proj.bias"))
     return y
@@ -325,9 +282,7 @@ def _attention_variants(case: Case) -> Iterator[tuple[dict, str]]:
         "the mask is applied after the softmax: the future gets weight 0, but the past no longer "
         "shares all the weight (rows sum to less than 1). Fill the blocked scores with -inf "
         "before the softmax")
-    right = math.sqrt(hs)
-    seen = [right]
-    for divisor, what in [
+    scales = [
         (1.0, f"the scores are not scaled: divide q @ k^T by sqrt(head size) = sqrt(n_embd // "
               f"n_head) = sqrt({hs}) before the softmax"),
         (math.sqrt(C), f"the scores are divided by sqrt(n_embd) = sqrt({C}). Each head's dot "
@@ -335,21 +290,15 @@ def _attention_variants(case: Case) -> Iterator[tuple[dict, str]]:
                        f"sqrt(n_embd)"),
         (float(C), f"the scores are divided by n_embd = {C}: divide by sqrt(head size) = sqrt({hs})"),
         (float(hs), f"the scores are divided by the head size {hs}: divide by its square root"),
-    ]:
-        if not any(math.isclose(divisor, d) for d in seen):
-            seen.append(divisor)
-            yield {"divide_by": divisor}, what
-    if h > 1:
-        yield {"split": "reshape", "merge": "reshape"}, SPLIT
-        yield {"split": "reshape"}, SPLIT
-        yield {"merge": "reshape"}, MERGE
+    ]
     names = ("queries", "keys", "values")
-    for order in itertools.permutations(range(3)):
-        if order != (0, 1, 2):
-            used = ", ".join(f"features {i * C}:{(i + 1) * C} as the {names[j]}" for j, i in enumerate(order))
-            yield {"order": order}, (
-                f"the output of c_attn is split in the wrong order ({used}). It holds the queries, "
+
+    def wrong_order(order: tuple[int, ...]) -> str:
+        used = ", ".join(f"features {i * C}:{(i + 1) * C} as the {names[j]}" for j, i in enumerate(order))
+        return (f"the output of c_attn is split in the wrong order ({used}). It holds the queries, "
                 f"the keys and the values in that order: 0:{C}, {C}:{2 * C}, {2 * C}:{3 * C}")
+
+    yield from head_variants(h, math.sqrt(hs), scales, SPLIT, MERGE, wrong_order)
     yield {"project": False}, ("the output projection c_proj is missing: pass the merged heads, "
                                "(B, T, C), through self.c_proj")
     yield {"softmax_dim": -2}, ("the softmax runs over the queries: take it over the keys, the "
@@ -445,7 +394,7 @@ WIRING_VARIANTS = [
 def _randomness(module: nn.Module, x: torch.Tensor, name: str, first: np.ndarray) -> str | None:
     """A message if the module's output changes from call to call although dropout is 0."""
     __tracebackhide__ = True
-    with _seeded(12345):
+    with torch_seeded(12345):
         _, again = _run(module, x.detach(), name)
     if np.array_equal(first, again, equal_nan=True):
         return None
@@ -513,7 +462,7 @@ def _forward_backward(module: nn.Module, case: Case, name: str,
                       diagnose: Callable[[np.ndarray], str | None], context: str = "") -> None:
     __tracebackhide__ = True
     x = case.x.clone().requires_grad_(True)
-    with _seeded(0):
+    with torch_seeded(0):
         raw, output = _run(module, x, name, grad=True)
     _check_output(module, case, x, output, diagnose, name, context)
     _check_gradients(module, case, x, raw, name)
@@ -601,7 +550,7 @@ def _which_part_is_wrong(module: nn.Module, case: Case) -> str | None:
         if not isinstance(part, nn.Module):
             continue
         try:
-            with torch.no_grad(), _seeded(0):
+            with torch.no_grad(), torch_seeded(0):
                 out = part(case.x)
             got = out.detach().double().numpy()
         except Exception:
@@ -629,7 +578,7 @@ def check_block(cls, *, seed: int = 2, n_embd: int = 32, n_head: int = 4, batch:
 
     module = _build(cls, case)
     x = case.x.clone().requires_grad_(True)
-    with _seeded(0):
+    with torch_seeded(0):
         raw, output = _run(module, x, case.name, grad=True)
     if find_bad_values(output) or not _close(output, case.expected):
         part = _which_part_is_wrong(module, case)
@@ -723,14 +672,14 @@ def check_dropout(cls, *, seed: int = 4, n_embd: int = 32, n_head: int = 4, p: f
     name = case.name
     built = case.call(p)
     plain = _build(cls, case).eval()
-    with _seeded(1):
+    with torch_seeded(1):
         _, without = _run(plain, case.x, name)
     module = _build(cls, case, dropout=p)
 
     module.eval()
-    with _seeded(1):
+    with torch_seeded(1):
         _, first = _run(module, case.x, name)
-    with _seeded(2):
+    with torch_seeded(2):
         _, second = _run(module, case.x, name)
     if not np.array_equal(first, second, equal_nan=True):
         fail(f"After .eval(), `{built}` gives a different output at each call: dropout is still "
@@ -743,9 +692,9 @@ def check_dropout(cls, *, seed: int = 4, n_embd: int = 32, n_head: int = 4, p: f
              "nothing after .eval()).")
 
     module.train()
-    with _seeded(1):
+    with torch_seeded(1):
         _, first = _run(module, case.x, name)
-    with _seeded(2):
+    with torch_seeded(2):
         _, second = _run(module, case.x, name)
     if np.array_equal(first, second, equal_nan=True):
         fail(f"In training mode `{built}` gives the same output at every call: dropout is never "

@@ -29,8 +29,9 @@ from llmref.encoder import EncoderBlock as ReferenceBlock
 from llmref.encoder import (WordPieceTokenizer, is_cjk, is_control, is_punctuation,
                             load_encoder, minilm_folder)
 
-from ._core import (as_float_array, call_learner, describe, fail, fail_from, find_bad_values,
-                    passed, refuse_shortcuts, worst_mismatch)
+from ._core import (as_float_array, build_learner, call_learner, describe, fail, find_bad_values,
+                    layout_differences, load_weights, passed, refuse_shortcuts, saved_shapes,
+                    torch_seeded, worst_mismatch)
 from .block import SHORTCUTS
 
 # The libraries that tokenize or encode for the learner (the checks use them as references).
@@ -116,7 +117,7 @@ def _hf_tokenizer():
 
 @lru_cache(maxsize=1)
 def _reference_model() -> ReferenceEncoder:
-    with torch.random.fork_rng(devices=[]):  # building the model draws from the global RNG
+    with torch_seeded():  # building the model draws from the global RNG
         return load_encoder(MINILM).requires_grad_(False)
 
 
@@ -274,28 +275,14 @@ def _load(module: Any, state: dict, built: str) -> nn.Module:
     __tracebackhide__ = True
     if not isinstance(module, nn.Module):
         fail(f"`{built}` should give an nn.Module, but gave {describe(module)}.")
-    try:
-        saved = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    except Exception as exc:
-        fail_from(exc, f"`{built}.state_dict()` raised {type(exc).__name__}: {exc}. Does __init__ "
-                       "start with super().__init__()?")
+    saved = saved_shapes(module, built)
     expected = {k: tuple(v.shape) for k, v in state.items()}
     if saved != expected:
-        missing = [f"{k} {expected[k]}" for k in expected if k not in saved]
-        extra = [f"{k} {saved[k]}" for k in saved if k not in expected]
-        reshaped = [f"{k} is {saved[k]}, expected {expected[k]}" for k in expected
-                    if k in saved and saved[k] != expected[k]]
         lines = [f"The parameters of `{built}` do not have the names and shapes the contract asks "
-                 "for, so BERT's weights cannot be loaded into it by name."]
-        for label, items in (("Missing", missing), ("Not expected", extra), ("Wrong shape", reshaped)):
-            if items:
-                shown = ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
-                lines.append(f"{label}: {shown}.")
+                 "for, so BERT's weights cannot be loaded into it by name.",
+                 *layout_differences(saved, expected)]
         fail(" ".join(lines))
-    try:
-        module.load_state_dict(state)
-    except Exception as exc:
-        fail_from(exc, f"Loading the reference's weights into `{built}` raised {type(exc).__name__}: {exc}")
+    load_weights(module, state, built)
     return module.eval()
 
 
@@ -358,15 +345,14 @@ def check_block(cls: Any, seed: int = 0, n_embd: int = 32, n_head: int = 4, n_in
     __tracebackhide__ = True
     built = f"EncoderBlock({n_embd}, {n_head}, {n_inner}, layer_norm_eps=1e-12)"
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         ref = ReferenceBlock(n_embd, n_head, n_inner, 1e-12)
     _randomise(ref, gen)
     state = {k: v.clone() for k, v in ref.state_dict().items()}
     x = 2 * torch.randn(batch, length, n_embd, generator=gen)
     mask = _padding_mask(gen, batch, length)
-    with torch.random.fork_rng(devices=[]), refuse_shortcuts(MODEL_SHORTCUTS, built, WHY_MODEL) as watch:
-        module = call_learner(cls, n_embd, n_head, n_inner, 1e-12, name=built)
-        watch.look_at(module)
+    module = build_learner(cls, n_embd, n_head, n_inner, 1e-12, name=built,
+                           forbidden=MODEL_SHORTCUTS, why=WHY_MODEL)
     module = _load(module, state, built)
     with torch.no_grad(), refuse_shortcuts(MODEL_SHORTCUTS, "EncoderBlock.forward", WHY_MODEL):
         out = call_learner(module, x.clone(), mask.clone(), name=f"{built}.forward")
@@ -405,9 +391,7 @@ def _build_encoder(cls: Any) -> nn.Module:
     built = "Encoder(EncoderConfig(...MiniLM's config.json...))"
     if not isinstance(cls, type):
         fail(f"Expected the class `Encoder`, but got {describe(cls)}.")
-    with torch.random.fork_rng(devices=[]), refuse_shortcuts(MODEL_SHORTCUTS, "Encoder", WHY_MODEL) as watch:
-        module = call_learner(cls, ref.config, name=built)
-        watch.look_at(module)
+    module = build_learner(cls, ref.config, name=built, forbidden=MODEL_SHORTCUTS, why=WHY_MODEL)
     return _load(module, ref.state_dict(), built)
 
 

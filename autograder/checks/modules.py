@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import (as_float_array, call_learner, close, expect_class, fail, find_bad_values,
+from ._core import (as_float_array, forward_tensor, call_learner, close, expect_class, fail, find_bad_values,
                     first_match, passed, refuse_shortcuts, to_numpy, torch_seeded, worst_mismatch)
 
 # Everything runs in float64. A correct implementation differs from PyTorch's only in the
@@ -132,14 +132,8 @@ def _forward(module: nn.Module, x: torch.Tensor, name: str,
     Returns the tensor (for backward) and its values."""
     __tracebackhide__ = True
     forbidden, why = SHORTCUTS[name]
-    with refuse_shortcuts(forbidden, f"{name}.forward", why, learner=module):
-        result = call_learner(module, x, name=f"{name}.forward")
-    if result is None:
-        fail(f"`{name}.forward` returned None. Does it end with a `return` statement?")
-    if not isinstance(result, torch.Tensor):
-        fail(f"`{name}.forward` should return a torch.Tensor, but returned "
-             f"{type(result).__name__}. Keep the computation in torch so gradients can flow.")
-    return result, as_float_array(result, f"The output of `{name}.forward`", expected_shape)
+    return forward_tensor(module, x, name, forbidden, why, expected_shape,
+                          hint="Keep the computation in torch so gradients can flow.")
 
 
 def _side_by_side(reference: nn.Module, module: nn.Module, x: torch.Tensor,

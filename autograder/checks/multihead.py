@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,10 @@ from torch import nn
 
 from llmref.multihead import MultiHeadAttention as Reference
 
-from ._core import (as_float_array, call_learner, describe, expect_class, expect_tuple, fail,
-                    fail_from, find_bad_values, first_match, passed, refuse_shortcuts, torch_seeded,
-                    worst_mismatch)
+from ._core import (as_float_array, build_learner, call_learner, describe, expect_class,
+                    expect_parameters, expect_tuple, fail, find_bad_values, first_match,
+                    layout_differences, load_weights, passed, refuse_shortcuts, saved_shapes,
+                    torch_seeded, worst_mismatch)
 
 # The learner's module runs in float32, the reference in float64 on the same (float32)
 # weights and inputs, so the reference is exact to ~1e-15 and the difference is the
@@ -150,29 +151,18 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
     expect_class(cls, NAME, base=nn.Module)
     name = cls.__name__
     kwargs = {} if case.bias else {"bias": False}
-    with torch_seeded(), refuse_shortcuts(FORBIDDEN, name, WHY_BY_HAND) as watch:
-        module = call_learner(cls, case.embed_dim, case.num_heads, name=name, **kwargs)
-        watch.look_at(module)
+    module = build_learner(cls, case.embed_dim, case.num_heads, name=name, forbidden=FORBIDDEN,
+                           why=WHY_BY_HAND, **kwargs)
     E, h = case.embed_dim, case.num_heads
     expected = {k: tuple(v.shape) for k, v in case.state.items()}
-    try:
-        actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    except Exception as exc:  # e.g. __init__ never called super().__init__()
-        fail_from(exc, f"`{name}(...).state_dict()` raised {type(exc).__name__}: {exc}. "
-                   "Does __init__ start with super().__init__()?")
+    actual = saved_shapes(module, f"{name}(...)")
     if actual != expected:
         call = f"{name}({E}, {h}" + ("" if case.bias else ", bias=False") + ")"
         lines = [f"The parameters of {call} do not mirror nn.MultiheadAttention's, so its "
-                 f"state_dict cannot be loaded. Expected exactly: {_expected_keys(case)}."]
-        missing = [k for k in expected if k not in actual]
+                 f"state_dict cannot be loaded. Expected exactly: {_expected_keys(case)}.",
+                 *layout_differences(actual, expected)]
         extra = [k for k in actual if k not in expected]
         reshaped = [k for k in expected if k in actual and actual[k] != expected[k]]
-        if missing:
-            lines.append("Missing: " + ", ".join(missing) + ".")
-        if extra:
-            lines.append("Not expected: " + ", ".join(f"{k} {actual[k]}" for k in extra) + ".")
-        for k in reshaped:
-            lines.append(f"{k} has shape {actual[k]}, expected {expected[k]}.")
         if any(k not in ("in_proj_bias", "out_proj.bias") for k in extra):
             lines.append("Keep the query, key and value projections in one parameter "
                          f"in_proj_weight of shape (3E, E) = ({3 * E}, {E}), query rows first, and "
@@ -186,19 +176,11 @@ def _build(cls: Any, case: Case, *, trainable: bool = False) -> nn.Module:
                          "(out_features, in_features) = (3E, E).")
         fail(" ".join(lines))
 
-    parameters = dict(module.named_parameters())
-    not_parameters = [k for k in expected if k not in parameters]
-    if trainable and not_parameters:
-        one = len(not_parameters) == 1
-        fail(f"{', '.join(not_parameters)} {'is' if one else 'are'} in the state_dict but not "
-             f"registered as {'a parameter' if one else 'parameters'}, so an optimiser would never "
-             f"train {'it' if one else 'them'}. Wrap the tensor in nn.Parameter(...) when you "
-             "assign it in __init__ (register_buffer is for tensors that are not trained).")
-    try:
-        module.load_state_dict(case.state)
-    except Exception as exc:
-        fail_from(exc, f"Loading nn.MultiheadAttention's state_dict into `{name}` raised "
-                   f"{type(exc).__name__}: {exc}. Expected keys: {_expected_keys(case)}.")
+    if trainable:
+        expect_parameters(module, expected, "Wrap the tensor in nn.Parameter(...) when you assign "
+                          "it in __init__ (register_buffer is for tensors that are not trained).")
+    load_weights(module, case.state, name, whose="nn.MultiheadAttention's state_dict",
+                 hint=f"Expected keys: {_expected_keys(case)}.")
     return module
 
 
@@ -229,6 +211,68 @@ def _forward(module: nn.Module, case: Case, *, need_weights: bool | None = None,
 
 
 # ------------------------------------------------------------------------- diagnosis
+# attend_heads and head_variants also serve 10_block's CausalSelfAttention, whose heads are
+# computed, and gotten wrong, the same way: one copy keeps the two diagnoses in step.
+
+def attend_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor,
+                 n_head: int, *, divide_by: float | None = None, split: str = "transpose",
+                 merge: str = "transpose", fill: float = float("-inf"), softmax_dim: int = -1,
+                 after_softmax: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over `n_head` heads of projected queries q (B, L, E) and keys and values k, v
+    (B, S, E), done right or the way one known mistake does it.
+
+    `blocked` (bool, broadcasting to (B, n_head, L, S)) is True where a query may not see a
+    key. The keywords name the mistakes: `divide_by` the scores' divisor (sqrt(head size) when
+    None); `split`/`merge` "reshape" splits or merges the heads without the transpose;
+    `fill` the value blocked scores get; `softmax_dim` the softmax's axis; `after_softmax`
+    zeroes the blocked weights after the softmax instead of filling the scores before it.
+    Returns (merged output (B, L, E), per-head weights (B, n_head, L, S)), not projected.
+    """
+    B, L, E = q.shape
+    d = E // n_head
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        if split == "reshape":
+            return x.reshape(B, n_head, n, d)
+        return x.reshape(B, n, n_head, d).transpose(1, 2)
+
+    q, k, v = heads(q), heads(k), heads(v)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if divide_by is None else divide_by)
+    if after_softmax:
+        weights = torch.softmax(scores, dim=softmax_dim).masked_fill(blocked, 0.0)
+    else:
+        weights = torch.softmax(scores.masked_fill(blocked, fill), dim=softmax_dim)
+    out = weights @ v
+    out = out.reshape(B, L, E) if merge == "reshape" else out.transpose(1, 2).reshape(B, L, E)
+    return out, weights
+
+
+def head_variants(n_head: int, right: float, scales: Sequence[tuple[float, str]], split: str,
+                  merge: str, wrong_order: Callable[[tuple[int, ...]], str]
+                  ) -> Iterator[tuple[dict[str, Any], str]]:
+    """The known mistakes of the heads themselves, as (keywords of attend_heads or of the
+    joint projection's `order`, what the learner did), in the order they are tried.
+
+    Each of `scales` (divisor, message) whose divisor equals neither `right` nor one tried
+    before (it would only repeat that diagnosis); then, with more than one head, the heads
+    split and merged, split, or merged by reshape alone (messages `split`, `merge`); then the
+    five wrong orders of query, key and value in the joint projection, each described by
+    ``wrong_order(order)``.
+    """
+    seen = [right]
+    for divisor, what in scales:
+        if not any(math.isclose(divisor, s) for s in seen):
+            seen.append(divisor)
+            yield {"divide_by": divisor}, what
+    if n_head > 1:
+        yield {"split": "reshape", "merge": "reshape"}, split
+        yield {"split": "reshape"}, split
+        yield {"merge": "reshape"}, merge
+    for order in itertools.permutations(range(3)):
+        if order != (0, 1, 2):
+            yield {"order": order}, wrong_order(order)
+
 
 def _attend(case: Case, *, order=(0, 1, 2), divide_by: float | None = None, split="transpose",
             merge="transpose", invert=(), kpm_on_queries=False, fill=float("-inf"),
@@ -247,26 +291,14 @@ def _attend(case: Case, *, order=(0, 1, 2), divide_by: float | None = None, spli
     q = nn.functional.linear(query, W[order[0]], b[order[0]])
     k = nn.functional.linear(key, W[order[1]], b[order[1]])
     v = nn.functional.linear(value, W[order[2]], b[order[2]])
-
-    def heads(x, n):
-        if split == "reshape":
-            return x.reshape(B, h, n, d)
-        return x.reshape(B, n, h, d).transpose(1, 2)
-
-    q, k, v = heads(q, L), heads(k, S), heads(v, S)
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if divide_by is None else divide_by)
     blocked = torch.zeros(B, 1, L, S, dtype=torch.bool)
     if case.attn_mask is not None:
         blocked = blocked | (~case.attn_mask if "attn_mask" in invert else case.attn_mask)
     if case.key_padding_mask is not None:
         padding = ~case.key_padding_mask if "key_padding_mask" in invert else case.key_padding_mask
         blocked = blocked | (padding[:, None, :, None] if kpm_on_queries else padding[:, None, None, :])
-    if after_softmax:
-        weights = torch.softmax(scores, dim=softmax_dim).masked_fill(blocked, 0.0)
-    else:
-        weights = torch.softmax(scores.masked_fill(blocked, fill), dim=softmax_dim)
-    out = weights @ v
-    out = out.reshape(B, L, E) if merge == "reshape" else out.transpose(1, 2).reshape(B, L, E)
+    out, weights = attend_heads(q, k, v, blocked, h, divide_by=divide_by, split=split, merge=merge,
+                                fill=fill, softmax_dim=softmax_dim, after_softmax=after_softmax)
     if project:
         out = nn.functional.linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
     return out.numpy(), weights.numpy()
@@ -292,7 +324,6 @@ def _variants(case: Case):
     B, L, S, E = case.shape
     h = case.num_heads
     d = E // h
-    right = math.sqrt(d)
     scales = [
         (1.0, f"the scores are not scaled: divide q @ k^T by sqrt(head_dim) = sqrt({d}) "
               "before the softmax"),
@@ -304,24 +335,15 @@ def _variants(case: Case):
         (float(d), f"the scores are divided by head_dim = {d}: divide by its square root, "
                    f"sqrt({d})"),
     ]
-    seen = [right]  # a divisor equal to one already tried would only repeat its diagnosis
-    for divisor, what in scales:
-        if not any(math.isclose(divisor, s) for s in seen):
-            seen.append(divisor)
-            yield {"divide_by": divisor}, what
-    if h > 1:
-        yield {"split": "reshape", "merge": "reshape"}, SPLIT
-        yield {"split": "reshape"}, SPLIT
-        yield {"merge": "reshape"}, MERGE
     names = ("query", "key", "value")
-    for order in itertools.permutations(range(3)):
-        if order != (0, 1, 2):
-            used = ", ".join(f"rows {i * E}:{(i + 1) * E} as the {names[j]}"
-                             for j, i in enumerate(order))
-            yield {"order": order}, (
-                f"in_proj_weight is sliced in the wrong order ({used}). Its rows hold the "
+
+    def wrong_order(order: tuple[int, ...]) -> str:
+        used = ", ".join(f"rows {i * E}:{(i + 1) * E} as the {names[j]}" for j, i in enumerate(order))
+        return (f"in_proj_weight is sliced in the wrong order ({used}). Its rows hold the "
                 f"query, key, value projections in that order: 0:{E} query, {E}:{2 * E} key, "
                 f"{2 * E}:{3 * E} value (self.in_proj_weight.chunk(3)); in_proj_bias likewise")
+
+    yield from head_variants(h, math.sqrt(d), scales, SPLIT, MERGE, wrong_order)
     masks = [m for m, t in (("attn_mask", case.attn_mask), ("key_padding_mask", case.key_padding_mask))
              if t is not None]
     for fill in (float("-inf"), -1e30):  # -inf, or a large finite number such as -1e9

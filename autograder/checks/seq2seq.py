@@ -29,8 +29,9 @@ from torch import nn
 
 from llmref import seq2seq as ref
 
-from ._core import (CheckFailure, as_float_array, call_learner, describe, fail, fail_from,
-                    find_bad_values, passed, refuse_shortcuts, torch_isolated, worst_mismatch)
+from ._core import (CheckFailure, as_float_array, build_learner, call_learner, describe, fail,
+                    fail_from, find_bad_values, layout_differences, passed, refuse_shortcuts,
+                    saved_shapes, torch_isolated, torch_seeded, worst_mismatch)
 
 # Cross-attention runs in float64 on both sides: two correct implementations then differ by
 # ~1e-15 (rounding in another order); 1e-8 is far above that and far below what any known
@@ -66,7 +67,7 @@ def _torch_mha(seed: int, n_embd: int, n_head: int, bias: bool) -> nn.MultiheadA
     """nn.MultiheadAttention in float64 with seeded weights of order 1/sqrt(C) and non-zero
     biases, so that the softmax is neither uniform nor one-hot and a forgotten bias shows."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         mha = nn.MultiheadAttention(n_embd, n_head, bias=bias, batch_first=True).double()
     with torch.no_grad():
         for p in mha.parameters():
@@ -109,26 +110,16 @@ def _build(cls: Any, n_embd: int, n_head: int, bias: bool, state: dict) -> nn.Mo
         fail(f"Expected `{NAME}` to be a class that subclasses nn.Module, but got {describe(cls)}. "
              "Pass the class itself (not an instance), and re-run the cell that defines it.")
     kwargs = {} if bias else {"bias": False}
-    with torch.random.fork_rng(devices=[]), refuse_shortcuts(FORBIDDEN, NAME, WHY_BY_HAND) as watch:
-        module = call_learner(cls, n_embd, n_head, name=cls.__name__, **kwargs)
-        watch.look_at(module)
-    try:
-        actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    except Exception as exc:
-        fail_from(exc, f"`{NAME}(...).state_dict()` raised {type(exc).__name__}: {exc}. "
-                  "Does __init__ start with super().__init__()?")
+    module = build_learner(cls, n_embd, n_head, name=NAME, forbidden=FORBIDDEN, why=WHY_BY_HAND,
+                           **kwargs)
+    actual = saved_shapes(module, f"{NAME}(...)")
     expected = {k: tuple(v.shape) for k, v in state.items()}
     if actual != expected:
         call = f"{NAME}({n_embd}, {n_head}" + ("" if bias else ", bias=False") + ")"
         lines = [f"The parameters of {call} are not the expected ones, so the checks cannot copy "
                  "weights into it. Expected exactly: "
-                 + ", ".join(f"{k} {v}" for k, v in expected.items()) + "."]
-        missing = [k for k in expected if k not in actual]
-        extra = [k for k in actual if k not in expected]
-        if missing:
-            lines.append("Missing: " + ", ".join(missing) + ".")
-        if extra:
-            lines.append("Not expected: " + ", ".join(f"{k} {actual[k]}" for k in extra) + ".")
+                 + ", ".join(f"{k} {v}" for k, v in expected.items()) + ".",
+                 *layout_differences(actual, expected)]
         lines.append(f"Create four nn.Linear({n_embd}, {n_embd}, bias=bias) layers named "
                      "q_proj, k_proj, v_proj and out_proj.")
         fail(" ".join(lines))
@@ -223,7 +214,7 @@ def _compare(cross_attention, *, seed: int, n_embd: int, n_head: int, batch: int
     x_theirs, memory_theirs = x.clone().requires_grad_(), memory.clone().requires_grad_()
     their_out, their_weights = mha(x_theirs, memory_theirs, memory_theirs, key_padding_mask=mask,
                                    need_weights=True, average_attn_weights=False)
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         reference = ref.CrossAttention(n_embd, n_head, bias=bias).double()
     reference.load_state_dict(state)
     ref_out, ref_weights = reference(x, memory, mask, return_weights=True)
@@ -286,7 +277,7 @@ def _compare(cross_attention, *, seed: int, n_embd: int, n_head: int, batch: int
 
 def _inverted(state, n_head, x, memory, mask) -> np.ndarray:
     """Attention with the padding mask read the wrong way round (NaN where a row is all blocked)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         module = ref.CrossAttention(x.shape[-1], n_head, bias="q_proj.bias" in state).double()
     module.load_state_dict(state)
     with torch.no_grad():
@@ -368,7 +359,7 @@ def _random_model(seed: int, cls=None, vocab: int = 13) -> nn.Module:
     whole units between tokens: a wrong shift or a wrong position then changes the answer."""
     cls = cls or ref.Seq2Seq
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         model = cls(_small_config(vocab)).double()
     with torch.no_grad():
         for p in model.parameters():
@@ -592,7 +583,7 @@ def _pre_check(model, seq2seq_loss, greedy_decode, seed: int) -> ref.Seq2Seq:
     """Compare the learner's model, loss and decoder with the reference on the untrained model."""
     __tracebackhide__ = True
     config = model.config
-    with torch.random.fork_rng(devices=[]):
+    with torch_seeded():
         reference = ref.Seq2Seq(config)
     try:
         reference.load_state_dict(model.state_dict())

@@ -1,9 +1,9 @@
 """Wrong versions of softmax_backward and attention_backward (exercise 03_backprop).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "03_backprop"
 
@@ -23,71 +23,54 @@ RIGHT_ATTENTION = '''def attention_backward(Q, K, V, grad_out, mask=None):
 '''
 
 
-def _with(right: str, *changes: tuple[str, str]) -> str:
-    source = right
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once in the right implementation"
-        source = source.replace(old, new)
-    assert source != right
-    return source
-
-
-def _softmax(*changes):
-    return _with(RIGHT_SOFTMAX, *changes)
-
-
-def _attention(*changes):
-    return _with(RIGHT_ATTENTION, *changes)
-
-
 SOFTMAX = [
-    Mistake("jacobian_diagonal_only", "softmax_backward", _softmax(
+    Mistake("jacobian_diagonal_only", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("return y * (grad_y - total)", "return y * (1 - y) * grad_y"),
     ), says="only the diagonal"),
-    Mistake("missing_sum_term", "softmax_backward", _softmax(
+    Mistake("missing_sum_term", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("return y * (grad_y - total)", "return y * grad_y"),
     ), says="the sum term is missing"),
-    Mistake("sum_along_last_axis_always", "softmax_backward", _softmax(
+    Mistake("sum_along_last_axis_always", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("axis=axis, keepdims=True", "axis=-1, keepdims=True"),
     ), says="Sum along `axis`"),
-    Mistake("sum_over_whole_array", "softmax_backward", _softmax(
+    Mistake("sum_over_whole_array", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("np.sum(grad_y * y, axis=axis, keepdims=True)", "np.sum(grad_y * y)"),
     ), says="one sum per softmax"),
-    Mistake("sum_without_keepdims", "softmax_backward", _softmax(
+    Mistake("sum_without_keepdims", "softmax_backward", edited(RIGHT_SOFTMAX,
         (", keepdims=True", ""),
     ), says="keepdims=True"),
-    Mistake("sign_flipped", "softmax_backward", _softmax(
+    Mistake("sign_flipped", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("y * (grad_y - total)", "y * (total - grad_y)"),
     ), says="wrong sign"),
-    Mistake("returns_the_jacobian", "softmax_backward", _softmax(
+    Mistake("returns_the_jacobian", "softmax_backward", edited(RIGHT_SOFTMAX,
         ("return y * (grad_y - total)", "return y[..., :, None] * (np.eye(y.shape[-1]) - y[..., None, :])"),
     ), says="a Jacobian rather than its product"),
 ]
 
 ATTENTION = [
-    Mistake("missing_scale", "attention_backward", _attention(
+    Mistake("missing_scale", "attention_backward", edited(RIGHT_ATTENTION,
         ("dQ = dS @ K * scale", "dQ = dS @ K"),
         ("dK = np.swapaxes(dS, -1, -2) @ Q * scale", "dK = np.swapaxes(dS, -1, -2) @ Q"),
     ), says="the 1/sqrt(d_k) of the forward pass is missing"),
-    Mistake("dK_transposed", "attention_backward", _attention(
+    Mistake("dK_transposed", "attention_backward", edited(RIGHT_ATTENTION,
         ("dK = np.swapaxes(dS, -1, -2) @ Q * scale", "dK = np.swapaxes(Q, -1, -2) @ dS * scale"),
     ), says="it looks transposed"),
-    Mistake("dK_uses_dS_not_its_transpose", "attention_backward", _attention(
+    Mistake("dK_uses_dS_not_its_transpose", "attention_backward", edited(RIGHT_ATTENTION,
         ("dK = np.swapaxes(dS, -1, -2) @ Q * scale", "dK = dS @ Q * scale"),
     ), says="where it needs dS^T"),
-    Mistake("dQ_dK_swapped", "attention_backward", _attention(
+    Mistake("dQ_dK_swapped", "attention_backward", edited(RIGHT_ATTENTION,
         ("return dQ, dK, dV", "return dK, dQ, dV"),
     ), says="swapped"),
-    Mistake("dV_without_transpose", "attention_backward", _attention(
+    Mistake("dV_without_transpose", "attention_backward", edited(RIGHT_ATTENTION,
         ("dV = np.swapaxes(W, -1, -2) @ grad_out", "dV = W @ grad_out"),
     ), says="Transpose the weights"),
-    Mistake("mask_ignored_in_backward", "attention_backward", _attention(
+    Mistake("mask_ignored_in_backward", "attention_backward", edited(RIGHT_ATTENTION,
         ("scaled_dot_product_attention(Q, K, V, mask)", "scaled_dot_product_attention(Q, K, V)"),
     ), says="positions the mask blocks"),
-    Mistake("skips_softmax_backward", "attention_backward", _attention(
+    Mistake("skips_softmax_backward", "attention_backward", edited(RIGHT_ATTENTION,
         ("dS = softmax_backward(W, grad_out @ np.swapaxes(V, -1, -2))", "dS = grad_out @ np.swapaxes(V, -1, -2)"),
     ), says="skips the softmax's backward pass"),
-    Mistake("forgets_return", "attention_backward", _attention(
+    Mistake("forgets_return", "attention_backward", edited(RIGHT_ATTENTION,
         ("    return dQ, dK, dV\n", ""),
     ), says="returned None"),
 ]

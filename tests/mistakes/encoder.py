@@ -1,62 +1,43 @@
 """Wrong versions of WordPieceTokenizer, EncoderBlock and Encoder (exercise 13_encoder).
 
-Each mistake is the solution cell's own code with one small change; `_with` fails loudly if
+Each mistake is the solution cell's own code with one small change; `edited` fails loudly if
 the text it changes is not in that cell exactly once.
 """
-from pathlib import Path
-
-import nbformat
-
-from . import Mistake
+from . import Mistake, edited, solution_source
 
 EXERCISE = "13_encoder"
-
-_NOTEBOOK = Path(__file__).resolve().parents[2] / "solutions" / EXERCISE / f"{EXERCISE}.ipynb"
-_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-
-
-def _right(grade_id: str) -> str:
-    nb = nbformat.read(_NOTEBOOK, as_version=4)
-    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-    return "\n".join(line for line in cell.source.splitlines() if line.strip() not in _MARKERS) + "\n"
-
-
-def _with(grade_id: str, *changes: tuple[str, str]) -> str:
-    source = _right(grade_id)
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once in {grade_id}"
-        source = source.replace(old, new)
-    return source
-
 
 TOKENIZER = "WordPieceTokenizer"
 BLOCK = "EncoderBlock"
 ENCODER = "Encoder"
 
+# The solution cells' own code, which every mistake edits.
+RIGHT = {cell: solution_source(EXERCISE, cell) for cell in (TOKENIZER, BLOCK, ENCODER)}
+
 MISTAKES = [
     # ------------------------------------------------------------- WordPieceTokenizer
-    Mistake("no_lower_case", TOKENIZER, _with(TOKENIZER, (
+    Mistake("no_lower_case", TOKENIZER, edited(RIGHT[TOKENIZER], (
         "            if self.lower_case:\n", "            if False:\n"),
     ), says="not lower-cased"),
-    Mistake("accents_kept", TOKENIZER, _with(TOKENIZER, (
+    Mistake("accents_kept", TOKENIZER, edited(RIGHT[TOKENIZER], (
         '                word = "".join(c for c in unicodedata.normalize("NFD", word)\n'
         '                               if unicodedata.category(c) != "Mn")\n', ""),
     ), says="accents are kept"),
-    Mistake("punctuation_not_split", TOKENIZER, _with(TOKENIZER, (
+    Mistake("punctuation_not_split", TOKENIZER, edited(RIGHT[TOKENIZER], (
         "                if is_punctuation(ch):", "                if False:"),
     ), says="Punctuation stays attached"),
-    Mistake("no_continuation_prefix", TOKENIZER, _with(TOKENIZER, (
+    Mistake("no_continuation_prefix", TOKENIZER, edited(RIGHT[TOKENIZER], (
         'candidate = word[start:end] if start == 0 else "##" + word[start:end]',
         "candidate = word[start:end]"),
     ), says="starts with ##"),
-    Mistake("shortest_match_first", TOKENIZER, _with(TOKENIZER, (
+    Mistake("shortest_match_first", TOKENIZER, edited(RIGHT[TOKENIZER], (
         "            end, piece = len(word), None\n            while end > start:\n",
         "            end, piece = start + 1, None\n            while end <= len(word):\n"),
         ("                end -= 1\n", "                end += 1\n"),
     ), says="longest match first"),
 
     # -------------------------------------------------------------------- EncoderBlock
-    Mistake("pre_norm", BLOCK, _with(BLOCK,
+    Mistake("pre_norm", BLOCK, edited(RIGHT[BLOCK],
         ("        q = self.query(x)", "        h_in = self.ln_1(x)\n        q = self.query(h_in)"),
         ("k = self.key(x)", "k = self.key(h_in)"),
         ("v = self.value(x)", "v = self.value(h_in)"),
@@ -65,37 +46,37 @@ MISTAKES = [
          "        x = x + self.attn_out(y)\n"
          "        return x + self.ffn_out(F.gelu(self.ffn_in(self.ln_2(x))))\n"),
     ), says="post-norm"),
-    Mistake("padding_not_masked", BLOCK, _with(BLOCK, (
+    Mistake("padding_not_masked", BLOCK, edited(RIGHT[BLOCK], (
         'weights = torch.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)',
         "weights = torch.softmax(scores, dim=-1)"),
     ), says="padding is not masked"),
-    Mistake("gelu_tanh", BLOCK, _with(BLOCK, (
+    Mistake("gelu_tanh", BLOCK, edited(RIGHT[BLOCK], (
         "F.gelu(self.ffn_in(x))", 'F.gelu(self.ffn_in(x), approximate="tanh")'),
     ), says="tanh approximation"),
-    Mistake("not_scaled", BLOCK, _with(BLOCK, (
+    Mistake("not_scaled", BLOCK, edited(RIGHT[BLOCK], (
         " / math.sqrt(C // h)", ""),
     ), says="not scaled"),
 
     # ------------------------------------------------------------------------- Encoder
-    Mistake("no_position_embeddings", ENCODER, _with(ENCODER, (
+    Mistake("no_position_embeddings", ENCODER, edited(RIGHT[ENCODER], (
         " + self.pos_emb(positions)", ""),
     ), says="position embeddings are missing"),
-    Mistake("no_embedding_layernorm", ENCODER, _with(ENCODER, (
+    Mistake("no_embedding_layernorm", ENCODER, edited(RIGHT[ENCODER], (
         "        x = self.ln_emb(x)\n", ""),
     ), says="ln_emb is not applied"),
-    Mistake("mean_includes_padding", ENCODER, _with(ENCODER, (
+    Mistake("mean_includes_padding", ENCODER, edited(RIGHT[ENCODER], (
         "mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)",
         "mean = hidden.mean(dim=1)"),
     ), says="padding is included in the mean"),
-    Mistake("cls_pooling", ENCODER, _with(ENCODER, (
+    Mistake("cls_pooling", ENCODER, edited(RIGHT[ENCODER], (
         "mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)",
         "mean = hidden[:, 0]"),
     ), says="[CLS] pooling"),
-    Mistake("not_normalised", ENCODER, _with(ENCODER, (
+    Mistake("not_normalised", ENCODER, edited(RIGHT[ENCODER], (
         "return F.normalize(mean, p=2, dim=-1)", "return mean"),
     ), says="not normalised"),
     # The right numbers from PyTorch's attention kernel: the exercise is to write it.
-    Mistake("block_uses_sdpa", BLOCK, _with(BLOCK, (
+    Mistake("block_uses_sdpa", BLOCK, edited(RIGHT[BLOCK], (
         "        scores = q @ k.transpose(-2, -1) / math.sqrt(C // h)        # (B, h, T, T): query, key\n"
         "        padding = ~attention_mask.bool()[:, None, None, :]           # (B, 1, 1, T): blocks keys\n"
         '        weights = torch.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)\n'

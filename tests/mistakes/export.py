@@ -1,9 +1,9 @@
 """Wrong versions of export_gpt and export_gpt_with_cache (exercise 20_export).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "20_export"
 
@@ -50,52 +50,36 @@ def export_gpt_with_cache(model, path):
 '''
 
 
-def _with(right: str, *changes: tuple[str, str]) -> str:
-    source = right
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once"
-        source = source.replace(old, new)
-    return source
-
-
-def _plain(*changes):
-    return _with(RIGHT_PLAIN, *changes)
-
-
-def _cached(*changes):
-    return _with(RIGHT_CACHED, *changes)
-
-
 MISTAKES = [
     # --- export_gpt
-    Mistake("static_shapes", "export_gpt", _plain(
+    Mistake("static_shapes", "export_gpt", edited(RIGHT_PLAIN,
         (',\n                      dynamic_shapes={"idx": {0: "batch", 1: "sequence"}})', ")"),
     ), says="static shapes"),
-    Mistake("example_sequence_of_one", "export_gpt", _plain(
+    Mistake("example_sequence_of_one", "export_gpt", edited(RIGHT_PLAIN,
         ("torch.zeros((2, 3), dtype=torch.long)", "torch.zeros((2, 1), dtype=torch.long)"),
     ), says="example size is 0 or 1"),
-    Mistake("training_mode_exported", "export_gpt", _plain(
+    Mistake("training_mode_exported", "export_gpt", edited(RIGHT_PLAIN,
         ('    if model.training:\n        raise ValueError("model is in training mode: call model.eval() first")\n', ""),
     ), says="exported a model in training mode"),
-    Mistake("output_named_output", "export_gpt", _plain(
+    Mistake("output_named_output", "export_gpt", edited(RIGHT_PLAIN,
         ('output_names=["logits"]', 'output_names=["output"]'),
     ), says="should be named"),
     # --- export_gpt_with_cache
-    Mistake("cache_outputs_dropped", "export_gpt_with_cache", _cached(
+    Mistake("cache_outputs_dropped", "export_gpt_with_cache", edited(RIGHT_CACHED,
         ("        return logits, keys, values\n", "        return logits\n"),
         ('output_names=["logits", "present_keys", "present_values"]', 'output_names=["logits"]'),
     ), says="were dropped"),
-    Mistake("example_of_one_new_token", "export_gpt_with_cache", _cached(
+    Mistake("example_of_one_new_token", "export_gpt_with_cache", edited(RIGHT_CACHED,
         ("ids = torch.zeros((2, 3), dtype=torch.long)", "ids = torch.zeros((2, 1), dtype=torch.long)"),
     ), says="example size is 0 or 1"),
-    Mistake("static_past", "export_gpt_with_cache", _cached(
+    Mistake("static_past", "export_gpt_with_cache", edited(RIGHT_CACHED,
         ('"past_keys": {1: "batch", 3: "past"},', '"past_keys": {1: "batch"},'),
         ('"past_values": {1: "batch", 3: "past"}}', '"past_values": {1: "batch"}}'),
     ), says="static axes"),
-    Mistake("keys_and_values_swapped", "export_gpt_with_cache", _cached(
+    Mistake("keys_and_values_swapped", "export_gpt_with_cache", edited(RIGHT_CACHED,
         ("        return logits, keys, values\n", "        return logits, values, keys\n"),
     ), says="present_keys holds the values"),
-    Mistake("layers_stacked_on_the_batch_axis", "export_gpt_with_cache", _cached(
+    Mistake("layers_stacked_on_the_batch_axis", "export_gpt_with_cache", edited(RIGHT_CACHED,
         ("keys = torch.stack([k for k, v in present], dim=0)", "keys = torch.stack([k for k, v in present], dim=1)"),
         ("values = torch.stack([v for k, v in present], dim=0)", "values = torch.stack([v for k, v in present], dim=1)"),
     ), says="axes are in another order"),

@@ -2,9 +2,9 @@
 (exercise 16_kv_cache).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "16_kv_cache"
 
@@ -90,32 +90,12 @@ def generate_with_cache(model, idx, max_new_tokens, temperature=1.0, top_k=None,
 '''
 
 
-def _with(right: str, *changes: tuple[str, str]) -> str:
-    source = right
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once"
-        source = source.replace(old, new)
-    return source
-
-
-def _attend(*changes):
-    return _with(RIGHT_ATTEND, *changes)
-
-
-def _forward(*changes):
-    return _with(RIGHT_FORWARD, *changes)
-
-
-def _generate(*changes):
-    return _with(RIGHT_GENERATE, *changes)
-
-
 MISTAKES = [
     # --- attend_with_cache
-    Mistake("causal_mask_not_offset", "attend_with_cache", _attend(
+    Mistake("causal_mask_not_offset", "attend_with_cache", edited(RIGHT_ATTEND,
         ("rows = torch.arange(T_past, T).view(-1, 1)", "rows = torch.arange(T_new).view(-1, 1)"),
     ), says="not offset by the past"),
-    Mistake("only_new_keys_returned", "attend_with_cache", _attend(
+    Mistake("only_new_keys_returned", "attend_with_cache", edited(RIGHT_ATTEND,
         ("    if past_kv is not None:\n"
          "        past_k, past_v = past_kv\n"
          "        k = torch.cat([past_k, k], dim=2)\n"
@@ -127,23 +107,23 @@ MISTAKES = [
          "        v = torch.cat([past_v, v], dim=2)\n"),
         ("    return y, (k, v)\n", "    return y, (new_k, new_v)\n"),
     ), says="only the"),
-    Mistake("padding_mask_ignored", "attend_with_cache", _attend(
+    Mistake("padding_mask_ignored", "attend_with_cache", edited(RIGHT_ATTEND,
         ("    if attention_mask is not None:\n"
          "        allowed = allowed & (attention_mask.view(B, 1, 1, T) | (cols == rows))\n", ""),
     ), says="ignores the padding mask"),
-    Mistake("padding_rows_nan", "attend_with_cache", _attend(
+    Mistake("padding_rows_nan", "attend_with_cache", edited(RIGHT_ATTEND,
         ("allowed & (attention_mask.view(B, 1, 1, T) | (cols == rows))",
          "allowed & attention_mask.view(B, 1, 1, T)"),
     ), says="attend to itself"),
-    Mistake("cache_grown_along_heads", "attend_with_cache", _attend(
+    Mistake("cache_grown_along_heads", "attend_with_cache", edited(RIGHT_ATTEND,
         ("k = torch.cat([past_k, k], dim=2)", "k = torch.cat([past_k, k], dim=1)"),
         ("v = torch.cat([past_v, v], dim=2)", "v = torch.cat([past_v, v], dim=1)"),
     ), says="along the time axis"),
     # --- forward_with_cache
-    Mistake("positions_not_offset", "forward_with_cache", _forward(
+    Mistake("positions_not_offset", "forward_with_cache", edited(RIGHT_FORWARD,
         ("pos = torch.arange(T_past, T)", "pos = torch.arange(T_new)"),
     ), says="positions restart at 0"),
-    Mistake("positions_ignore_padding", "forward_with_cache", _forward(
+    Mistake("positions_ignore_padding", "forward_with_cache", edited(RIGHT_FORWARD,
         ("    if attention_mask is None:\n"
          "        pos = torch.arange(T_past, T)\n"
          "    else:\n"
@@ -151,35 +131,35 @@ MISTAKES = [
          "        pos = counts.clamp(min=0)[:, T_past:]\n",
          "    pos = torch.arange(T_past, T)\n"),
     ), says="padding included"),
-    Mistake("mask_not_passed_to_layers", "forward_with_cache", _forward(
+    Mistake("mask_not_passed_to_layers", "forward_with_cache", edited(RIGHT_FORWARD,
         ("block.ln_1(x), layer_past, attention_mask)", "block.ln_1(x), layer_past)"),
     ), says="not passed to the layers"),
-    Mistake("first_layer_cache_everywhere", "forward_with_cache", _forward(
+    Mistake("first_layer_cache_everywhere", "forward_with_cache", edited(RIGHT_FORWARD,
         ("layer_past = None if past is None else past[i]", "layer_past = None if past is None else past[0]"),
     ), says="layer 0's cache"),
-    Mistake("context_not_checked", "forward_with_cache", _forward(
+    Mistake("context_not_checked", "forward_with_cache", edited(RIGHT_FORWARD,
         ("    if T > model.config.block_size:\n"
          "        raise ValueError(f\"{T} positions exceed block_size {model.config.block_size}\")\n", ""),
     ), says="naming both lengths"),
     # --- generate_with_cache
-    Mistake("no_cache_used", "generate_with_cache", _generate(
+    Mistake("no_cache_used", "generate_with_cache", edited(RIGHT_GENERATE,
         ("logits, past = forward_with_cache(model, next_token, past, mask)",
          "logits, past = forward_with_cache(model, idx, None, mask)"),
     ), says="decoding without a cache"),
-    Mistake("mask_not_extended", "generate_with_cache", _generate(
+    Mistake("mask_not_extended", "generate_with_cache", edited(RIGHT_GENERATE,
         ("            if mask is not None:\n"
          "                mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool)], dim=1)\n", ""),
     ), says="Extend the attention_mask"),
-    Mistake("context_limit_off_by_one", "generate_with_cache", _generate(
+    Mistake("context_limit_off_by_one", "generate_with_cache", edited(RIGHT_GENERATE,
         ("if T + max_new_tokens - 1 > model.config.block_size:",
          "if T + max_new_tokens > model.config.block_size:"),
     ), says="the last token sampled is never fed back"),
-    Mistake("cache_not_kept", "generate_with_cache", _generate(
+    Mistake("cache_not_kept", "generate_with_cache", edited(RIGHT_GENERATE,
         ("logits, past = forward_with_cache(model, next_token, past, mask)",
          "logits, _ = forward_with_cache(model, next_token, past, mask)"),
     ), says="Keep the present"),
     # PyTorch's attention kernel on the cache: the right numbers, the exercise done for you.
-    Mistake("attend_by_sdpa", "attend_with_cache", _attend(
+    Mistake("attend_by_sdpa", "attend_with_cache", edited(RIGHT_ATTEND,
         ("    weights = attn.attn_dropout(torch.softmax(scores, dim=-1))\n"
          "    y = (weights @ v).transpose(1, 2).reshape(B, T_new, C)\n",
          "    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)\n"

@@ -1,9 +1,9 @@
 """Wrong versions of adam_step, the Adam class and adamw_step (exercise 04_adam).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "04_adam"
 
@@ -43,27 +43,6 @@ RIGHT_ADAMW = '''def adamw_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=
 '''
 
 
-def _with(right: str, *changes: tuple[str, str]) -> str:
-    source = right
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once in the right implementation"
-        source = source.replace(old, new)
-    assert source != right
-    return source
-
-
-def _step(*changes):
-    return _with(RIGHT_STEP, *changes)
-
-
-def _adam(*changes):
-    return _with(RIGHT_ADAM, *changes)
-
-
-def _adamw(*changes):
-    return _with(RIGHT_ADAMW, *changes)
-
-
 def _by_torch(name: str, optimizer: str, decay: str = "") -> str:
     """`name` computed by one step of torch.optim.`optimizer` from the given state."""
     return (f"def {name}(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8{decay}):\n"
@@ -86,82 +65,82 @@ _STEP_CALL = ("p[...], self.m[i], self.v[i] = adam_step(p, g, self.m[i], self.v[
 
 MISTAKES = [
     # ---- adam_step
-    Mistake("no_bias_correction", "adam_step", _step(
+    Mistake("no_bias_correction", "adam_step", edited(RIGHT_STEP,
         ("m_hat = new_m / (1 - beta1**t)", "m_hat = new_m"),
         ("v_hat = new_v / (1 - beta2**t)", "v_hat = new_v"),
     ), says="without bias correction"),
-    Mistake("bias_correction_t_from_zero", "adam_step", _step(
+    Mistake("bias_correction_t_from_zero", "adam_step", edited(RIGHT_STEP,
         ("(1 - beta1**t)", "(1 - beta1**(t - 1))"),
         ("(1 - beta2**t)", "(1 - beta2**(t - 1))"),
     ), says="as if the bias correction used t - 1 = 0"),
-    Mistake("eps_inside_sqrt", "adam_step", _step(
+    Mistake("eps_inside_sqrt", "adam_step", edited(RIGHT_STEP,
         ("(np.sqrt(v_hat) + eps)", "np.sqrt(v_hat + eps)"),
     ), says="eps is inside the square root"),
-    Mistake("betas_swapped", "adam_step", _step(
+    Mistake("betas_swapped", "adam_step", edited(RIGHT_STEP,
         ("new_m = beta1 * m + (1 - beta1) * grad", "new_m = beta2 * m + (1 - beta2) * grad"),
         ("new_v = beta2 * v + (1 - beta2) * grad**2", "new_v = beta1 * v + (1 - beta1) * grad**2"),
         ("(1 - beta1**t)", "(1 - beta2**t)"),
         ("new_v / (1 - beta2**t)", "new_v / (1 - beta1**t)"),
     ), says="beta1 and beta2 look swapped"),
-    Mistake("v_accumulates_grad", "adam_step", _step(
+    Mistake("v_accumulates_grad", "adam_step", edited(RIGHT_STEP,
         ("(1 - beta2) * grad**2", "(1 - beta2) * grad"),
         ("np.sqrt(v_hat)", "np.sqrt(np.abs(v_hat))"),
     ), says="running average of the squared gradient"),
-    Mistake("hard_coded_lr", "adam_step", _step(
+    Mistake("hard_coded_lr", "adam_step", edited(RIGHT_STEP,
         ("return param - lr * ", "return param - 1e-3 * "),
     ), says="computed as if lr=0.001"),
-    Mistake("steps_uphill", "adam_step", _step(
+    Mistake("steps_uphill", "adam_step", edited(RIGHT_STEP,
         ("return param - lr * ", "return param + lr * "),
     ), says="along the gradient instead of against it"),
-    Mistake("returns_moments_first", "adam_step", _step(
+    Mistake("returns_moments_first", "adam_step", edited(RIGHT_STEP,
         ("return param - lr * m_hat / (np.sqrt(v_hat) + eps), new_m, new_v",
          "return new_m, new_v, param - lr * m_hat / (np.sqrt(v_hat) + eps)"),
     ), says="returns them in another order"),
     # ---- Adam
-    Mistake("shared_state", "Adam", _adam(
+    Mistake("shared_state", "Adam", edited(RIGHT_ADAM,
         ("self.m = [np.zeros_like(p) for p in self.params]", "self.m = 0.0"),
         ("self.v = [np.zeros_like(p) for p in self.params]", "self.v = 0.0"),
         ("p[...], self.m[i], self.v[i] = adam_step(p, g, self.m[i], self.v[i], self.t,",
          "p[...], self.m, self.v = adam_step(p, g, self.m, self.v, self.t,"),
     ), says="all shared one m and one v"),
-    Mistake("t_starts_at_zero", "Adam", _adam(
+    Mistake("t_starts_at_zero", "Adam", edited(RIGHT_ADAM,
         ("        self.t += 1\n        for", "        for"),
         (_STEP_CALL, _STEP_CALL + "        self.t += 1\n"),
     ), says="The first step used t = 0"),
-    Mistake("t_per_parameter", "Adam", _adam(
+    Mistake("t_per_parameter", "Adam", edited(RIGHT_ADAM,
         ("        self.t += 1\n        for i, (p, g) in enumerate(zip(self.params, grads)):\n",
          "        for i, (p, g) in enumerate(zip(self.params, grads)):\n            self.t += 1\n"),
     ), says="once per parameter instead of once per call"),
-    Mistake("not_in_place", "Adam", _adam(
+    Mistake("not_in_place", "Adam", edited(RIGHT_ADAM,
         ("p[...], self.m[i], self.v[i] = ", "self.params[i], self.m[i], self.v[i] = "),
     ), says="must update them in place"),
-    Mistake("state_not_kept", "Adam", _adam(
+    Mistake("state_not_kept", "Adam", edited(RIGHT_ADAM,
         ("adam_step(p, g, self.m[i], self.v[i], self.t,", "adam_step(p, g, np.zeros_like(p), np.zeros_like(p), self.t,"),
     ), says="must carry over between steps"),
-    Mistake("ignores_hyperparameters", "Adam", _adam(
+    Mistake("ignores_hyperparameters", "Adam", edited(RIGHT_ADAM,
         ("self.t,\n                                                     self.lr, self.beta1, self.beta2, self.eps)",
          "self.t)"),
     ), says="not those passed to Adam(...)"),
-    Mistake("one_state_array_for_all", "Adam", _adam(
+    Mistake("one_state_array_for_all", "Adam", edited(RIGHT_ADAM,
         ("self.m = [np.zeros_like(p) for p in self.params]", "self.m = np.zeros_like(self.params[0])"),
         ("self.v = [np.zeros_like(p) for p in self.params]", "self.v = np.zeros_like(self.params[0])"),
         ("p[...], self.m[i], self.v[i] = adam_step(p, g, self.m[i], self.v[i], self.t,",
          "p[...], self.m, self.v = adam_step(p, g, self.m, self.v, self.t,"),
     ), says="all shared one m and one v"),
     # ---- adamw_step
-    Mistake("adamw_l2_in_gradient", "adamw_step", _adamw(
+    Mistake("adamw_l2_in_gradient", "adamw_step", edited(RIGHT_ADAMW,
         ("    decayed = param * (1 - lr * weight_decay)\n", "    grad = grad + weight_decay * param\n"),
         ("return decayed - lr * ", "return param - lr * "),
     ), says="went into the gradient"),
-    Mistake("adamw_decay_not_scaled_by_lr", "adamw_step", _adamw(
+    Mistake("adamw_decay_not_scaled_by_lr", "adamw_step", edited(RIGHT_ADAMW,
         ("param * (1 - lr * weight_decay)", "param * (1 - weight_decay)"),
     ), says="not scaled by the learning rate"),
-    Mistake("adamw_decay_after_update", "adamw_step", _adamw(
+    Mistake("adamw_decay_after_update", "adamw_step", edited(RIGHT_ADAMW,
         ("    decayed = param * (1 - lr * weight_decay)\n", ""),
         ("return decayed - lr * m_hat / (np.sqrt(v_hat) + eps), new_m, new_v",
          "return (param - lr * m_hat / (np.sqrt(v_hat) + eps)) * (1 - lr * weight_decay), new_m, new_v"),
     ), says="applied after the Adam step"),
-    Mistake("adamw_no_bias_correction", "adamw_step", _adamw(
+    Mistake("adamw_no_bias_correction", "adamw_step", edited(RIGHT_ADAMW,
         ("m_hat = new_m / (1 - beta1**t)", "m_hat = new_m"),
         ("v_hat = new_v / (1 - beta2**t)", "v_hat = new_v"),
     ), says="without bias correction"),

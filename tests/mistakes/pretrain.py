@@ -2,16 +2,11 @@
 clip_grad_norm, get_batch, evaluate, and save_checkpoint + restore_checkpoint.
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "12_pretrain"
-
-
-def _with(right: str, old: str, new: str) -> str:
-    assert right.count(old) == 1, f"{old!r} is not exactly once in the right implementation"
-    return right.replace(old, new)
 
 
 # ----------------------------------------------------------------------------- AdamW
@@ -49,32 +44,32 @@ ADAMW = '''class AdamW(torch.optim.Optimizer):
 '''
 
 ADAMW_MISTAKES = [
-    Mistake("adamw_decay_in_gradient", "AdamW", _with(ADAMW, """                g = p.grad
+    Mistake("adamw_decay_in_gradient", "AdamW", edited(ADAMW, ("""                g = p.grad
 """, """                g = p.grad + wd * p
-""").replace("                p.mul_(1 - lr * wd)\n", ""), says="Adam with L2"),
-    Mistake("adamw_decay_without_lr", "AdamW", _with(ADAMW, "p.mul_(1 - lr * wd)", "p.mul_(1 - wd)"),
+""")).replace("                p.mul_(1 - lr * wd)\n", ""), says="Adam with L2"),
+    Mistake("adamw_decay_without_lr", "AdamW", edited(ADAMW, ("p.mul_(1 - lr * wd)", "p.mul_(1 - wd)")),
             says="not scaled by the learning rate"),
-    Mistake("adamw_no_bias_correction", "AdamW", _with(_with(
-        ADAMW, "m_hat = m / (1 - beta1 ** t)", "m_hat = m"), "v_hat = v / (1 - beta2 ** t)", "v_hat = v"),
+    Mistake("adamw_no_bias_correction", "AdamW", edited(
+        ADAMW, ("m_hat = m / (1 - beta1 ** t)", "m_hat = m"), ("v_hat = v / (1 - beta2 ** t)", "v_hat = v")),
         says="no bias correction"),
-    Mistake("adamw_decay_from_defaults", "AdamW", _with(
-        ADAMW, 'wd = group["weight_decay"]', 'wd = self.defaults["weight_decay"]'),
+    Mistake("adamw_decay_from_defaults", "AdamW", edited(
+        ADAMW, ('wd = group["weight_decay"]', 'wd = self.defaults["weight_decay"]')),
         says="not with its group's group['weight_decay']"),
-    Mistake("adamw_lr_from_init", "AdamW", _with(ADAMW, 'lr = group["lr"]', 'lr = self.defaults["lr"]'),
+    Mistake("adamw_lr_from_init", "AdamW", edited(ADAMW, ('lr = group["lr"]', 'lr = self.defaults["lr"]')),
             says="does not follow group['lr']"),
-    Mistake("adamw_decay_after_update", "AdamW", _with(_with(
-        ADAMW, "                p.mul_(1 - lr * wd)\n", ""),
-        "                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))\n",
-        "                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))\n                p.mul_(1 - lr * wd)\n"),
+    Mistake("adamw_decay_after_update", "AdamW", edited(
+        ADAMW, ("                p.mul_(1 - lr * wd)\n", ""),
+        ("                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))\n",
+         "                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))\n                p.mul_(1 - lr * wd)\n")),
         says="decay is applied after the Adam step"),
-    Mistake("adamw_moments_not_kept", "AdamW", _with(
-        ADAMW, "                if len(state) == 0:\n", "                if True:\n"),
+    Mistake("adamw_moments_not_kept", "AdamW", edited(
+        ADAMW, ("                if len(state) == 0:\n", "                if True:\n")),
         says="m and v start from zero on every call"),
-    Mistake("adamw_crashes_without_grad", "AdamW", _with(
-        ADAMW, "                if p.grad is None:\n                    continue\n", ""),
+    Mistake("adamw_crashes_without_grad", "AdamW", edited(
+        ADAMW, ("                if p.grad is None:\n                    continue\n", "")),
         says="skip it"),
-    Mistake("adamw_not_in_place", "AdamW", _with(
-        ADAMW, "p.sub_(lr * m_hat / (v_hat.sqrt() + eps))", "p = p - lr * m_hat / (v_hat.sqrt() + eps)"),
+    Mistake("adamw_not_in_place", "AdamW", edited(
+        ADAMW, ("p.sub_(lr * m_hat / (v_hat.sqrt() + eps))", "p = p - lr * m_hat / (v_hat.sqrt() + eps)")),
         says="Update the parameters in place"),
 ]
 
@@ -111,14 +106,14 @@ PARAM_GROUPS_MISTAKES = [
             says="embeddings do not decay"),
     Mistake("param_groups_by_name", "param_groups", BY_NAME.format(rule='name.endswith("weight")'),
             says="norms do not decay"),
-    Mistake("param_groups_tied_weight_twice", "param_groups", _with(
-        PARAM_GROUPS, "            if id(p) in seen:\n                continue\n", ""),
+    Mistake("param_groups_tied_weight_twice", "param_groups", edited(
+        PARAM_GROUPS, ("            if id(p) in seen:\n                continue\n", "")),
         says="A tied weight is ONE parameter"),
-    Mistake("param_groups_decays_biases", "param_groups", _with(
-        PARAM_GROUPS, 'isinstance(module, nn.Linear) and name == "weight"', "isinstance(module, nn.Linear)"),
+    Mistake("param_groups_decays_biases", "param_groups", edited(
+        PARAM_GROUPS, ('isinstance(module, nn.Linear) and name == "weight"', "isinstance(module, nn.Linear)")),
         says="biases do not decay"),
-    Mistake("param_groups_hard_coded_decay", "param_groups", _with(
-        PARAM_GROUPS, '{"params": decay, "weight_decay": weight_decay}', '{"params": decay, "weight_decay": 0.1}'),
+    Mistake("param_groups_hard_coded_decay", "param_groups", edited(
+        PARAM_GROUPS, ('{"params": decay, "weight_decay": weight_decay}', '{"params": decay, "weight_decay": 0.1}')),
         says="the decaying group uses that value"),
 ]
 
@@ -134,17 +129,17 @@ LR_AT = '''def lr_at(step, *, max_lr, min_lr, warmup_steps, total_steps):
 '''
 
 LR_AT_MISTAKES = [
-    Mistake("lr_at_warmup_from_zero", "lr_at", _with(LR_AT, "(step + 1) / warmup_steps", "step / warmup_steps"),
+    Mistake("lr_at_warmup_from_zero", "lr_at", edited(LR_AT, ("(step + 1) / warmup_steps", "step / warmup_steps")),
             says="The warm-up starts at 0"),
-    Mistake("lr_at_decays_to_zero", "lr_at", _with(
-        LR_AT, "return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
-        "return 0.5 * (1 + math.cos(math.pi * progress)) * max_lr"), says="decays to 0 instead of min_lr"),
-    Mistake("lr_at_progress_from_step_zero", "lr_at", _with(
-        LR_AT, "progress = (step - warmup_steps) / (total_steps - warmup_steps)", "progress = step / total_steps"),
+    Mistake("lr_at_decays_to_zero", "lr_at", edited(
+        LR_AT, ("return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)",
+                "return 0.5 * (1 + math.cos(math.pi * progress)) * max_lr")), says="decays to 0 instead of min_lr"),
+    Mistake("lr_at_progress_from_step_zero", "lr_at", edited(
+        LR_AT, ("progress = (step - warmup_steps) / (total_steps - warmup_steps)", "progress = step / total_steps")),
         says="progress is counted from step 0"),
-    Mistake("lr_at_no_floor_after_the_end", "lr_at", _with(
-        LR_AT, "    if step >= total_steps:\n        return min_lr\n", ""), says="follows the cosine back up"),
-    Mistake("lr_at_cosine_without_half", "lr_at", _with(LR_AT, "min_lr + 0.5 * (1", "min_lr + (1"),
+    Mistake("lr_at_no_floor_after_the_end", "lr_at", edited(
+        LR_AT, ("    if step >= total_steps:\n        return min_lr\n", "")), says="follows the cosine back up"),
+    Mistake("lr_at_cosine_without_half", "lr_at", edited(LR_AT, ("min_lr + 0.5 * (1", "min_lr + (1")),
             says="lacks its 1/2"),
 ]
 
@@ -169,12 +164,12 @@ CLIP_MISTAKES = [
             g.mul_(max_norm / (norm + 1e-6))
     return total.item()
 ''', says="clipped on its own"),
-    Mistake("clip_returns_norm_after_clipping", "clip_grad_norm", _with(
-        CLIP, "    return total.item()\n", "    return torch.sqrt(sum((g ** 2).sum() for g in grads)).item()\n"),
+    Mistake("clip_returns_norm_after_clipping", "clip_grad_norm", edited(
+        CLIP, ("    return total.item()\n", "    return torch.sqrt(sum((g ** 2).sum() for g in grads)).item()\n")),
         says="the norm AFTER clipping"),
-    Mistake("clip_returns_nothing", "clip_grad_norm", _with(CLIP, "    return total.item()\n", ""),
+    Mistake("clip_returns_nothing", "clip_grad_norm", edited(CLIP, ("    return total.item()\n", "")),
             says="returned None"),
-    Mistake("clip_always_rescales", "clip_grad_norm", _with(CLIP, "    if total > max_norm:\n", "    if True:\n"),
+    Mistake("clip_always_rescales", "clip_grad_norm", edited(CLIP, ("    if total > max_norm:\n", "    if True:\n")),
             says="Clip only when the norm is above the threshold"),
     Mistake("clip_reads_the_generator_twice", "clip_grad_norm", '''def clip_grad_norm(parameters, max_norm):
     total = torch.sqrt(sum((p.grad ** 2).sum() for p in parameters if p.grad is not None))
@@ -184,8 +179,8 @@ CLIP_MISTAKES = [
                 p.grad.mul_(max_norm / (total + 1e-6))
     return total.item()
 ''', says="model.parameters() is a generator"),
-    Mistake("clip_sum_of_norms", "clip_grad_norm", _with(
-        CLIP, "torch.sqrt(sum((g ** 2).sum() for g in grads))", "sum(g.norm() for g in grads)"),
+    Mistake("clip_sum_of_norms", "clip_grad_norm", edited(
+        CLIP, ("torch.sqrt(sum((g ** 2).sum() for g in grads))", "sum(g.norm() for g in grads)")),
         says="the sum of the tensors' norms"),
 ]
 
@@ -199,19 +194,19 @@ GET_BATCH = '''def get_batch(tokens, batch_size, block_size, generator):
 '''
 
 GET_BATCH_MISTAKES = [
-    Mistake("get_batch_windows_overrun", "get_batch", _with(
-        GET_BATCH, "len(tokens) - block_size,", "len(tokens) - block_size + 1,"), says="run past the end"),
-    Mistake("get_batch_last_window_unreachable", "get_batch", _with(
-        GET_BATCH, "len(tokens) - block_size,", "len(tokens) - block_size - 1,"), says="never drawn"),
-    Mistake("get_batch_y_not_shifted", "get_batch", _with(
-        GET_BATCH, "tokens[s + 1:s + block_size + 1]", "tokens[s:s + block_size]"), says="y equals x"),
-    Mistake("get_batch_global_random_numbers", "get_batch", _with(
-        GET_BATCH, "(batch_size,), generator=generator)", "(batch_size,))"),
+    Mistake("get_batch_windows_overrun", "get_batch", edited(
+        GET_BATCH, ("len(tokens) - block_size,", "len(tokens) - block_size + 1,")), says="run past the end"),
+    Mistake("get_batch_last_window_unreachable", "get_batch", edited(
+        GET_BATCH, ("len(tokens) - block_size,", "len(tokens) - block_size - 1,")), says="never drawn"),
+    Mistake("get_batch_y_not_shifted", "get_batch", edited(
+        GET_BATCH, ("tokens[s + 1:s + block_size + 1]", "tokens[s:s + block_size]")), says="y equals x"),
+    Mistake("get_batch_global_random_numbers", "get_batch", edited(
+        GET_BATCH, ("(batch_size,), generator=generator)", "(batch_size,))")),
         says="not from torch's global random numbers"),
-    Mistake("get_batch_separate_draws_for_y", "get_batch", _with(
-        GET_BATCH, "    y = torch.stack([tokens[s + 1:s + block_size + 1] for s in starts])\n",
-        "    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)\n"
-        "    y = torch.stack([tokens[s + 1:s + block_size + 1] for s in starts])\n"),
+    Mistake("get_batch_separate_draws_for_y", "get_batch", edited(
+        GET_BATCH, ("    y = torch.stack([tokens[s + 1:s + block_size + 1] for s in starts])\n",
+                    "    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)\n"
+                    "    y = torch.stack([tokens[s + 1:s + block_size + 1] for s in starts])\n")),
         says="with the same start s"),
 ]
 
@@ -233,19 +228,19 @@ def evaluate(model, tokens, block_size, batch_size=64):
 '''
 
 EVALUATE_MISTAKES = [
-    Mistake("evaluate_leaves_eval_mode", "evaluate", _with(EVALUATE, "    model.train(mode_before)\n", ""),
+    Mistake("evaluate_leaves_eval_mode", "evaluate", edited(EVALUATE, ("    model.train(mode_before)\n", "")),
             says="left it in eval mode"),
-    Mistake("evaluate_always_back_to_training", "evaluate", _with(
-        EVALUATE, "model.train(mode_before)", "model.train()"), says="The model came in eval mode"),
-    Mistake("evaluate_dropout_on", "evaluate", _with(EVALUATE, "    model.eval()\n", ""),
+    Mistake("evaluate_always_back_to_training", "evaluate", edited(
+        EVALUATE, ("model.train(mode_before)", "model.train()")), says="The model came in eval mode"),
+    Mistake("evaluate_dropout_on", "evaluate", edited(EVALUATE, ("    model.eval()\n", "")),
             says="dropout zeroed activations"),
-    Mistake("evaluate_records_gradients", "evaluate", _with(EVALUATE, "@torch.no_grad()\n", ""),
+    Mistake("evaluate_records_gradients", "evaluate", edited(EVALUATE, ("@torch.no_grad()\n", "")),
             says="gradient tracking on"),
-    Mistake("evaluate_mean_of_batch_means", "evaluate", _with(_with(
-        EVALUATE, "total += loss.item() * len(x[i:i + batch_size])", "total += loss.item()"),
-        "return total / n", "return total / math.ceil(n / batch_size)"), says="plain mean of the batches"),
-    Mistake("evaluate_last_window_overruns", "evaluate", _with(
-        EVALUATE, "n = (len(tokens) - 1) // block_size", "n = len(tokens) // block_size"),
+    Mistake("evaluate_mean_of_batch_means", "evaluate", edited(
+        EVALUATE, ("total += loss.item() * len(x[i:i + batch_size])", "total += loss.item()"),
+        ("return total / n", "return total / math.ceil(n / batch_size)")), says="plain mean of the batches"),
+    Mistake("evaluate_last_window_overruns", "evaluate", edited(
+        EVALUATE, ("n = (len(tokens) - 1) // block_size", "n = len(tokens) // block_size")),
         says="needs one more token"),
 ]
 
@@ -280,39 +275,39 @@ def restore_checkpoint(path, model, optimizer, generator, config):
 '''
 
 CHECKPOINT_MISTAKES = [
-    Mistake("checkpoint_without_generator", "checkpoint", _with(
-        CHECKPOINT, '    generator.set_state(state["generator"])\n', ""), says="batch generator was not restored"),
-    Mistake("checkpoint_without_torch_rng", "checkpoint", _with(
-        CHECKPOINT, '    torch.set_rng_state(state["rng"])\n', ""), says="dropout masks"),
-    Mistake("checkpoint_without_optimizer", "checkpoint", _with(
-        CHECKPOINT, '    optimizer.load_state_dict(state["optimizer"])\n', ""),
+    Mistake("checkpoint_without_generator", "checkpoint", edited(
+        CHECKPOINT, ('    generator.set_state(state["generator"])\n', "")), says="batch generator was not restored"),
+    Mistake("checkpoint_without_torch_rng", "checkpoint", edited(
+        CHECKPOINT, ('    torch.set_rng_state(state["rng"])\n', "")), says="dropout masks"),
+    Mistake("checkpoint_without_optimizer", "checkpoint", edited(
+        CHECKPOINT, ('    optimizer.load_state_dict(state["optimizer"])\n', "")),
         says="optimizer's state was not restored"),
-    Mistake("checkpoint_fresh_history", "checkpoint", _with(
-        CHECKPOINT, 'return state["step"], state["history"]',
-        'return state["step"], {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_loss": [], '
-        '"eval_seconds": [], "train_seconds": 0.0}'), says="did not return the history"),
-    Mistake("checkpoint_step_not_restored", "checkpoint", _with(
-        CHECKPOINT, 'return state["step"], state["history"]', 'return 0, state["history"]'),
+    Mistake("checkpoint_fresh_history", "checkpoint", edited(
+        CHECKPOINT, ('return state["step"], state["history"]',
+                     'return state["step"], {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_loss": [], '
+                     '"eval_seconds": [], "train_seconds": 0.0}')), says="did not return the history"),
+    Mistake("checkpoint_step_not_restored", "checkpoint", edited(
+        CHECKPOINT, ('return state["step"], state["history"]', 'return 0, state["history"]')),
         says="continues the learning-rate schedule"),
-    Mistake("checkpoint_config_not_compared", "checkpoint", _with(
-        CHECKPOINT, '''    differences = config_differences(state["config"], asdict(config))
+    Mistake("checkpoint_config_not_compared", "checkpoint", edited(
+        CHECKPOINT, ('''    differences = config_differences(state["config"], asdict(config))
     if differences:
         raise ValueError("cannot resume with another configuration: " + "; ".join(differences))
-''', ""), says="did not raise"),
-    Mistake("checkpoint_config_error_says_nothing", "checkpoint", _with(
-        CHECKPOINT, '"cannot resume with another configuration: " + "; ".join(differences)',
-        '"cannot resume with another configuration"'), says="Say what differs"),
-    Mistake("checkpoint_loads_before_comparing", "checkpoint", _with(_with(
-        CHECKPOINT, '''    load_state(model, state["model"])
+''', "")), says="did not raise"),
+    Mistake("checkpoint_config_error_says_nothing", "checkpoint", edited(
+        CHECKPOINT, ('"cannot resume with another configuration: " + "; ".join(differences)',
+                     '"cannot resume with another configuration"')), says="Say what differs"),
+    Mistake("checkpoint_loads_before_comparing", "checkpoint", edited(
+        CHECKPOINT, ('''    load_state(model, state["model"])
     differences = config_differences(state["model_config"]''', '''    differences = config_differences(state["model_config"]'''),
-        '''    differences = config_differences(state["config"], asdict(config))''',
-        '''    load_state(model, state["model"])
-    differences = config_differences(state["config"], asdict(config))'''), says="only after changing the model"),
-    Mistake("checkpoint_model_config_not_compared", "checkpoint", _with(
-        CHECKPOINT, '''    differences = config_differences(state["model_config"], model_config(model))
+        ('''    differences = config_differences(state["config"], asdict(config))''',
+         '''    load_state(model, state["model"])
+    differences = config_differences(state["config"], asdict(config))''')), says="only after changing the model"),
+    Mistake("checkpoint_model_config_not_compared", "checkpoint", edited(
+        CHECKPOINT, ('''    differences = config_differences(state["model_config"], model_config(model))
     if differences:
         raise ValueError("the model differs from the checkpoint's: " + "; ".join(differences))
-''', ""), says="only the configurations can tell"),
+''', "")), says="only the configurations can tell"),
 ]
 
 ALL = (ADAMW_MISTAKES + PARAM_GROUPS_MISTAKES + LR_AT_MISTAKES + CLIP_MISTAKES

@@ -1,11 +1,11 @@
 """Wrong versions of softmax, log_softmax and cross_entropy (exercise 01_softmax).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 The mistakes of each function come most instructive first (the first three of each go
 through real nbgrader); the library shortcut comes last.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "01_softmax"
 
@@ -31,16 +31,8 @@ RIGHT = {
 }
 
 
-def _with(cell: str, *changes: tuple[str, str]) -> str:
-    source = RIGHT[cell]
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once in RIGHT[{cell!r}]"
-        source = source.replace(old, new)
-    return source
-
-
 def _mistake(name: str, cell: str, *changes: tuple[str, str], says: str) -> Mistake:
-    return Mistake(name, cell, _with(cell, *changes), says=says)
+    return Mistake(name, cell, edited(RIGHT[cell], *changes), says=says)
 
 
 LOGSUMEXP = "np.log(np.exp(shifted).sum(axis=axis, keepdims=True))"

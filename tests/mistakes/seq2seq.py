@@ -2,9 +2,9 @@
 loss and greedy decoding.
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "14_seq2seq"
 
@@ -62,70 +62,63 @@ def greedy_decode(model, src, src_padding_mask, max_len=TARGET_LEN, bos_id=BOS_I
 '''
 
 
-def _with(source: str, *changes: tuple[str, str]) -> str:
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once"
-        source = source.replace(old, new)
-    return source
-
-
 MISTAKES = [
     # ---- CrossAttention
     # Self-attention by habit: keys (and values) projected from the decoder's own positions.
-    Mistake("keys_from_decoder", "CrossAttention", _with(
+    Mistake("keys_from_decoder", "CrossAttention", edited(
         CROSS,
         ("k = self.k_proj(memory).view(B, S, h, d)", "k = self.k_proj(x).view(B, T, h, d)"),
     ), says="keys and values from `memory`"),
     # Exercise 02's convention (True = may attend) carried over.
-    Mistake("mask_inverted", "CrossAttention", _with(
+    Mistake("mask_inverted", "CrossAttention", edited(
         CROSS, ("padding_mask[:, None, None, :], float", "~padding_mask[:, None, None, :], float"),
     ), says="wrong way round"),
-    Mistake("mask_not_applied", "CrossAttention", _with(
+    Mistake("mask_not_applied", "CrossAttention", edited(
         CROSS,
         ('            scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))\n',
          "            pass\n"),
     ), says="ignores the padding mask"),
     # A GPT's causal mask copied into cross-attention.
-    Mistake("causal_mask", "CrossAttention", _with(
+    Mistake("causal_mask", "CrossAttention", edited(
         CROSS,
         ("        weights = torch.softmax(scores, dim=-1)",
          "        future = torch.ones(T, S, dtype=torch.bool).triu(1)\n"
          "        scores = scores.masked_fill(future, float(\"-inf\"))\n"
          "        weights = torch.softmax(scores, dim=-1)"),
     ), says="has a causal mask"),
-    Mistake("no_scale", "CrossAttention", _with(
+    Mistake("no_scale", "CrossAttention", edited(
         CROSS, ("q @ k.transpose(-2, -1) / math.sqrt(d)", "q @ k.transpose(-2, -1)"),
     ), says="not scaled"),
 
     # ---- seq2seq_loss
-    Mistake("no_shift", "seq2seq_loss", _with(
+    Mistake("no_shift", "seq2seq_loss", edited(
         LOSS, ("logits = model(src, src_padding_mask, tgt_in)", "logits = model(src, src_padding_mask, targets)"),
     ), says="not shifted"),
-    Mistake("drops_first_target", "seq2seq_loss", _with(
+    Mistake("drops_first_target", "seq2seq_loss", edited(
         LOSS, ("torch.cat([bos, targets[:, :-1]], dim=1)", "torch.cat([bos, targets[:, 1:]], dim=1)"),
     ), says="drops the first target token"),
-    Mistake("padding_counted", "seq2seq_loss", _with(
+    Mistake("padding_counted", "seq2seq_loss", edited(
         LOSS, (", ignore_index=pad_id)", ")"),
     ), says="counts the padded positions"),
-    Mistake("loss_against_decoder_input", "seq2seq_loss", _with(
+    Mistake("loss_against_decoder_input", "seq2seq_loss", edited(
         LOSS, ("targets.reshape(-1), ignore_index", "tgt_in.reshape(-1), ignore_index"),
     ), says="decoder input instead of the targets"),
 
     # ---- greedy_decode
-    Mistake("does_not_stop_at_eos", "greedy_decode", _with(
+    Mistake("does_not_stop_at_eos", "greedy_decode", edited(
         GREEDY, ("        if finished.all():\n            break\n", ""),
     ), says="kept writing after every sequence had written EOS"),
-    Mistake("no_padding_after_eos", "greedy_decode", _with(
+    Mistake("no_padding_after_eos", "greedy_decode", edited(
         GREEDY, ("        next_token = next_token.masked_fill(finished, pad_id)\n", ""),
     ), says="must hold pad_id"),
-    Mistake("first_position_logits", "greedy_decode", _with(
+    Mistake("first_position_logits", "greedy_decode", edited(
         GREEDY, ("logits[:, -1, :].argmax(dim=-1)", "logits[:, 0, :].argmax(dim=-1)"),
     ), says="LAST position"),
-    Mistake("stops_when_first_finishes", "greedy_decode", _with(
+    Mistake("stops_when_first_finishes", "greedy_decode", edited(
         GREEDY, ("if finished.all():", "if finished.any():"),
     ), says="when the first sequence finished"),
     # PyTorch's attention kernel: the right numbers, the exercise done for you.
-    Mistake("cross_attention_by_sdpa", "CrossAttention", _with(
+    Mistake("cross_attention_by_sdpa", "CrossAttention", edited(
         CROSS, ("        y = self.out_proj((weights @ v).transpose(1, 2).reshape(B, T, C))\n",
                 "        keep = None if padding_mask is None else ~padding_mask[:, None, None, :]\n"
                 "        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)\n"

@@ -1,11 +1,11 @@
 """Wrong versions of get_batch, bits_per_char and train (exercise 07_training).
 
 Each mistake is a right implementation, written the way a learner would, with one change;
-`_with` fails loudly if the text it changes is not in that implementation exactly once.
+`edited` fails loudly if the text it changes is not in that implementation exactly once.
 """
 from autograder.checks._core import SHORTCUT_PHRASE
 
-from . import Mistake
+from . import Mistake, edited
 
 EXERCISE = "07_training"
 
@@ -52,57 +52,49 @@ CLIP = '''        norm = math.sqrt(sum(p.grad.pow(2).sum().item() for p in model
 '''
 
 
-def _with(right: str, *changes: tuple[str, str]) -> str:
-    source = right
-    for old, new in changes:
-        assert source.count(old) == 1, f"{old!r} must occur exactly once"
-        source = source.replace(old, new)
-    return source
-
-
 MISTAKES = [
-    Mistake("targets_not_shifted", "get_batch", _with(
+    Mistake("targets_not_shifted", "get_batch", edited(
         GET_BATCH, ("tokens[s + 1:s + block_size + 1]", "tokens[s:s + block_size]"),
     ), says="not shifted"),
-    Mistake("global_generator", "get_batch", _with(
+    Mistake("global_generator", "get_batch", edited(
         GET_BATCH, (", generator=generator)", ")"),
     ), says="never drew from `generator`"),
-    Mistake("last_window_never_drawn", "get_batch", _with(
+    Mistake("last_window_never_drawn", "get_batch", edited(
         GET_BATCH, ("len(tokens) - block_size,", "len(tokens) - block_size - 1,"),
     ), says="never include the last window"),
-    Mistake("get_batch_from_part_iii", "get_batch", _with(
+    Mistake("get_batch_from_part_iii", "get_batch", edited(
         GET_BATCH, ("    starts = torch.randint", "    from llmref.pretrain import get_batch as part_iii\n"
                                                  "    return part_iii(tokens, batch_size, block_size, generator)\n"
                                                  "    starts = torch.randint"),
     ), says=SHORTCUT_PHRASE),
 
-    Mistake("evaluates_in_train_mode", "bits_per_char", _with(
+    Mistake("evaluates_in_train_mode", "bits_per_char", edited(
         BITS_PER_CHAR, ("    model.eval()\n", ""),
     ), says="call model.eval()"),
-    Mistake("evaluates_with_gradients", "bits_per_char", _with(
+    Mistake("evaluates_with_gradients", "bits_per_char", edited(
         BITS_PER_CHAR, ("    with torch.no_grad():\n        logits", "    logits"),
         ("        loss = F", "    loss = F"),
     ), says="torch.no_grad()"),
-    Mistake("loss_in_nats", "bits_per_char", _with(
+    Mistake("loss_in_nats", "bits_per_char", edited(
         BITS_PER_CHAR, ("return loss.item() / math.log(2)", "return loss.item()"),
     ), says="in nats"),
-    Mistake("returns_a_tensor", "bits_per_char", _with(
+    Mistake("returns_a_tensor", "bits_per_char", edited(
         BITS_PER_CHAR, ("return loss.item() / math.log(2)", "return loss / math.log(2)"),
     ), says="return a Python float"),
 
-    Mistake("forgets_zero_grad", "train", _with(
+    Mistake("forgets_zero_grad", "train", edited(
         TRAIN, ("        optimizer.zero_grad()\n", ""),
     ), says="ADDS to .grad"),
-    Mistake("clips_before_backward", "train", _with(
+    Mistake("clips_before_backward", "train", edited(
         TRAIN, (CLIP, ""), ("        loss.backward()\n", CLIP + "        loss.backward()\n"),
     ), says="unclipped"),
-    Mistake("warmup_off_by_one", "train", _with(
+    Mistake("warmup_off_by_one", "train", edited(
         TRAIN, ("(step + 1) / warmup_steps", "step / warmup_steps"),
     ), says="off by one"),
-    Mistake("forgets_train_mode", "train", _with(
+    Mistake("forgets_train_mode", "train", edited(
         TRAIN, ("    model.train()\n", ""),
     ), says="call model.train()"),
-    Mistake("clips_with_clip_grad_norm_", "train", _with(
+    Mistake("clips_with_clip_grad_norm_", "train", edited(
         TRAIN, (CLIP, "        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n"),
     ), says=SHORTCUT_PHRASE),
 ]
