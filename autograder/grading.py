@@ -1,14 +1,15 @@
-"""Autograde a whole class with nbgrader, one submission at a time, each in its own process.
+"""Autograde a whole class with nbgrader, each submission on a fresh, sandboxed kernel.
 
 The class folder is an ordinary nbgrader course (gradebook.db, source/, submitted/,
 autograded/), so every nbgrader command still works on it. What this module adds:
 - solutions/NAME is copied to source/ and registered (generate_assignment) before grading,
   so the gradebook always holds the checksums of the current test cells;
-- each submission is graded by its own `nbgrader autograde --student` process under a time
-  limit, so a hanging or crashing submission costs only its own grade;
-- the kernel that runs the learner's code is confined by bubblewrap (sandbox.py): it sees
+- grading workers (pool.py) run nbgrader's autograde in-process, one submission at a time
+  each, on a single-use kernel forked from a warm zygote, under a time limit, so a hanging or
+  crashing submission costs only its own grade and start-up costs are paid once per worker;
+- the kernel that runs the learner's code is confined (sandbox.py, zygote.py): it sees
   neither the gradebook, the source and other students' folders, nor solutions/, has no
-  network, and its writes stay in the sandbox's memory;
+  network, and its writes stay in its own memory;
 - a zero has a reason the learner can act on (the cell that crashed or ran out of time);
 - a submission that is not a readable notebook scores 0 with the reason, and the run goes on;
 - scores are read back from the gradebook and written to one CSV, with reasons.
@@ -18,9 +19,8 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, Queue
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm.auto import tqdm
 
-from . import sandbox
+from . import pool, sandbox
 from .release import CONFIG, nbgrader
 
 # Address space per grading process (nbgrader, and the kernel that runs the submission).
@@ -86,35 +86,6 @@ def _register(root: Path, name: str, class_dir: Path) -> float:
         return float(gb.find_assignment(name).max_score)
 
 
-def _autograde(root: Path, name: str, student: str, class_dir: Path, timeout: float,
-               memory_bytes: int, isolate: bool, retry: bool = True) -> str:
-    """Run nbgrader autograde for one student; return '' or the reason it failed."""
-    run_dir = Path(tempfile.mkdtemp(prefix="course-grade-"))
-    try:
-        box = sandbox.prepare(run_dir, class_dir, student, name, CONFIG,
-                              hidden=[root / "solutions"], isolate=isolate)
-        try:
-            done = nbgrader("autograde", name, "--student", student, "--force", root=class_dir,
-                            timeout=timeout, memory_bytes=memory_bytes, config=box.config,
-                            env=box.env)
-        except subprocess.TimeoutExpired:
-            where = sandbox.running_cell(box.progress)
-            return (f"your notebook ran longer than {timeout:g} s"
-                    + (f" in {where}" if where else "") + " and was stopped")
-        output = done.stdout + done.stderr
-        if done.returncode != 0 and "database is locked" in output and retry:
-            return _autograde(root, name, student, class_dir, timeout, memory_bytes, isolate, retry=False)
-        if done.returncode != 0:
-            explained = sandbox.explain_failure(output, box.progress, memory_bytes / 2**30)
-            if explained:
-                return explained
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            return f"nbgrader autograde failed: {tail[0][:200]}"
-        return ""
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[str, float]]:
     with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
         try:
@@ -131,11 +102,12 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
                 isolate: bool = True) -> list[Result]:
     """Grade every submission of `name` found in `submissions`; return one Result each.
 
-    `jobs` submissions are graded at once, each by its own nbgrader process: grading is
-    dominated by kernel start-up and the learner's code, not by the gradebook, whose short
-    SQLite transactions tolerate a few concurrent writers. With `isolate` (the default)
-    each learner's kernel runs in the bubblewrap sandbox; sandbox.SandboxUnavailable is
-    raised before anything is graded if it cannot run here.
+    `jobs` grading workers (pool.py) take the submissions one at a time each: a worker runs
+    nbgrader's autograde in-process on a kernel forked from its warm zygote, so a submission
+    costs little more than its own cells. The gradebook's short SQLite transactions tolerate
+    the few concurrent writers. With `isolate` (the default) the kernels run in the bubblewrap
+    sandbox; sandbox.SandboxUnavailable is raised before anything is graded if it cannot run
+    here.
     """
     if not (root / "solutions" / name).is_dir():
         raise SystemExit(f"error: no assignment {name!r} in {root / 'solutions'}")
@@ -146,30 +118,54 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
     found = find_submissions(submissions, name)
     results: dict[str, Result] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
-            tqdm(total=len(found), desc=f"grading {name}", unit="submission") as progress:
-        futures = {pool.submit(_grade_one, root, name, student, notebooks, expected, class_dir,
-                               max_score, timeout, int(memory_gb * 2**30), isolate): student
-                   for student, notebooks in found.items()}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            progress.update()
+    to_grade = []
+    for student, notebooks in found.items():
+        problem = _submit(name, student, notebooks, expected, class_dir)
+        if problem:
+            results[student] = Result(student, 0.0, max_score, problem)
+        else:
+            to_grade.append(student)
+    with tqdm(total=len(found), initial=len(results), desc=f"grading {name}", unit="submission") as progress:
+        queue: Queue[str] = Queue()
+        for student in to_grade:
+            queue.put(student)
+
+        def work() -> None:
+            # One worker process per thread; it takes submissions until none are left.
+            worker = pool.WorkerProcess(class_dir, f"sqlite:///{class_dir / 'gradebook.db'}", isolate,
+                                        CONFIG, [root / "solutions", root / "tests"])
+            try:
+                while True:
+                    try:
+                        student = queue.get_nowait()
+                    except Empty:
+                        return
+                    reason = worker.grade(name, student, timeout, int(memory_gb * 2**30))
+                    if reason:
+                        results[student] = Result(student, 0.0, max_score, reason)
+                    else:
+                        score, cells = _read_scores(class_dir, name, student)
+                        results[student] = Result(student, score, max_score, "", cells)
+                    progress.update()
+            finally:
+                worker.close()
+
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(to_grade)))) as threads:
+            for future in [threads.submit(work) for _ in range(max(1, min(jobs, len(to_grade))))]:
+                future.result()  # a worker that cannot start stops the run, with its reason
     return [results[student] for student in found]
 
 
-def _grade_one(root, name, student, notebooks, expected, class_dir, max_score, timeout, memory_bytes,
-               isolate) -> Result:
-    def zero(reason: str) -> Result:
-        return Result(student, 0.0, max_score, reason)
-
+def _submit(name: str, student: str, notebooks: list[Path], expected: list[str], class_dir: Path) -> str:
+    """Put one student's notebooks in submitted/; return '' or why they cannot be graded."""
     if not STUDENT_ID.match(student):
-        return zero("student id may only hold letters, digits, '_', '.' and '-'")
+        return "student id may only hold letters, digits, '_', '.' and '-'"
     if not notebooks:
-        return zero("no notebook submitted")
+        return "no notebook submitted"
     for notebook in notebooks:
         problem = _unreadable(notebook)
         if problem:
-            return zero(problem)
+            return problem
     # Read before clearing the target: the submissions may be this very folder (a regrade).
     # One expected notebook and one submitted under another name: accept it as that notebook.
     renamed = len(expected) == 1 and len(notebooks) == 1 and notebooks[0].name != expected[0]
@@ -180,11 +176,7 @@ def _grade_one(root, name, student, notebooks, expected, class_dir, max_score, t
     target.mkdir(parents=True)
     for filename, data in contents.items():
         (target / filename).write_bytes(data)
-    reason = _autograde(root, name, student, class_dir, timeout, memory_bytes, isolate)
-    if reason:
-        return zero(reason)
-    score, cells = _read_scores(class_dir, name, student)
-    return Result(student, score, max_score, "", cells)
+    return ""
 
 
 def write_csv(results: list[Result], path: Path) -> Path:

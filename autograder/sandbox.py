@@ -1,28 +1,24 @@
-"""Run the learner's notebook kernel in a bubblewrap sandbox while nbgrader grades it.
+"""The grading sandbox: where the learners' code runs while nbgrader grades it.
 
 nbgrader itself is trusted: it reads the gradebook, executes the notebook through a Jupyter
 kernel and writes the scores. Only the kernel runs the learner's code, so only the kernel is
-confined. For each submission `prepare` writes, into a private run folder:
+confined. The kernels are forks of one warm process per grading worker, the zygote
+(zygote.py, started by pool.py with `zygote_argv`), which runs in a bubblewrap sandbox:
 
-- a kernelspec (`course-sandbox`) whose argv starts the Python kernel under `bwrap`, found
-  through JUPYTER_PATH;
-- an nbgrader config file that loads the course's settings, names that kernel, makes the
-  client talk to it over Unix sockets (ipc transport: the kernel has no network, not even the
-  host's loopback) and records which cell is executing, so a kernel that dies or runs out of
-  time is reported with its cell.
+- it sees the system's programs and libraries, Python, the virtual environment, the course
+  packages and the data they load, all read-only, a private /tmp, and the pool folder where
+  the kernels' connection files and Unix sockets live (ipc transport: a kernel has no
+  network, not even the host's loopback);
+- nothing of the class folder (gradebook.db, source/, submitted/, autograded/, feedback/)
+  nor the repository's solutions/ and tests/;
+- it runs as uid 65534 in new user, PID, network, IPC, UTS and cgroup namespaces, with none
+  of the grader's environment variables, and dies with its worker.
 
-Inside the sandbox the kernel sees only what it needs to run the checks: the system's
-programs and libraries, Python, the virtual environment, the course packages and the data
-they load, all read-only; its kernel folder (connection file and sockets); a private /tmp;
-and, where nbgrader runs the notebook (autograded/STUDENT/NAME), a private folder in memory
-holding read-only the files nbgrader puts beside the notebook. Nothing else of the class
-folder is bound (gradebook.db, source/, submitted/, autograded/, feedback/, release/ stay out
-of sight) nor the repository's solutions/. Whatever the learner writes stays in the sandbox's
-memory, size-capped, and vanishes with it: it never reaches the disk, the class folder or a
-later student, and a symlink planted there cannot redirect nbgrader's own writes. It runs as
-uid 65534 in new user, PID, network, IPC, UTS and cgroup namespaces, cannot create further
-user namespaces, sees only its own processes in /proc, gets none of the grader's environment
-variables, and is killed with its parent.
+Each kernel forked from it then gets namespaces of its own (zygote._isolate): its own /tmp and
+working folder in memory, size-capped, so what a learner writes never reaches the disk, the
+class folder or another student; of the pool only its own folder; no /proc, so it cannot list
+or inspect the kernels of other students graded at the same time; no capabilities and mounts
+it cannot undo; a memory limit; and it is killed with its zygote.
 
 Left to the larger redesign of issue 8: the kernel still imports `llmref` (the reference
 implementations) and `autograder.checks`, because the graded test cells call them in the
@@ -32,15 +28,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-KERNEL_NAME = "course-sandbox"
+from . import zygote
+
 PACKAGE = "bubblewrap"  # Debian and Ubuntu; also the name on Fedora and Arch
 NOBODY = 65534
 # Passed on to the kernel when set; everything else of the grader's environment (tokens,
@@ -50,9 +45,7 @@ KEPT_ENVIRONMENT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "OMP_N
                     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NBGRADER_EXECUTION")
 # Host files that are readable by the grader's uid and have no business in a sandbox.
 HIDDEN_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
-PROGRESS = "progress.json"
-TMP_BYTES = 1 << 30  # the kernel's private /tmp
-WORK_BYTES = 1 << 30  # the kernel's private working folder
+TMP_BYTES = 1 << 30  # the zygote's private /tmp (each kernel mounts its own)
 # Read by the course packages at run time (trained checkpoints, retrieval questions, the
 # book's chapters for the retrieval exercise), relative to the repository holding llmref.
 COURSE_DATA = ("benchmarks/results", "benchmarks/data", "book")
@@ -76,8 +69,9 @@ def check_available() -> str:
             f"Install the `{PACKAGE}` package (Debian/Ubuntu: `sudo apt-get install {PACKAGE}`), "
             "or pass --no-sandbox to grade without isolation (unsafe: a submission can then read "
             "the hidden tests and other students' work and rewrite the gradebook).")
+    # The kernels need a user namespace of their own inside the sandbox's: probe both.
     probe = [bwrap, *_namespaces(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-             "--", "/bin/true"]
+             "--", sys.executable, "-c", "import ctypes, sys; sys.exit(ctypes.CDLL(None).unshare(0x10000000))"]
     try:
         done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -92,11 +86,10 @@ def check_available() -> str:
 
 
 def _namespaces() -> list[str]:
-    # --unshare-all: user, PID, network, IPC, UTS, cgroup. In a new PID namespace ipykernel
-    # would mistake its parent for dead, so it is told not to watch it (see bwrap_argv) and
-    # --die-with-parent ends it with the grader instead.
-    return ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--disable-userns",
-            "--die-with-parent"]
+    # --unshare-all: user, PID, network, IPC, UTS, cgroup. --die-with-parent ends the zygote
+    # (and so every kernel) with its worker. No --disable-userns: see zygote_argv.
+    return ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+            "--die-with-parent", "--new-session"]
 
 
 def readable_paths() -> list[Path]:
@@ -104,7 +97,7 @@ def readable_paths() -> list[Path]:
     data they load (never the repository's solutions/, tests/ or notebooks/).
 
     The system folders (/usr, /etc and the /bin, /lib, ... links or folders) are added by
-    `bwrap_argv` itself."""
+    `zygote_argv` itself."""
     paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
              Path(sys.executable).resolve().parent.parent}
     for package in ("llmref", "autograder"):
@@ -132,141 +125,64 @@ def _system_mounts() -> list[str]:
     return argv
 
 
-def bwrap_argv(bwrap: str, workdir: Path, kernel_dir: Path, readable: list[Path], hidden: list[Path],
-               environment: dict[str, str], files: dict[str, Path] | None = None,
-               python: str = sys.executable) -> list[str]:
-    """The kernel command: `python -m ipykernel_launcher -f {connection_file}` inside bwrap.
+def kernel_environment() -> dict[str, str]:
+    """The environment every grading kernel gets: none of the grader's (tokens, database URLs,
+    paths of the class folder), one thread per kernel (as many kernels run as there are
+    cores, and a fork must not copy a thread pool), a fixed hash seed (the same submission
+    always gets the same score)."""
+    environment = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
+    environment.update({"PYTHONHASHSEED": "0", "NBGRADER_EXECUTION": "autograde", "MPLBACKEND": "Agg",
+                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                        "PYTHONFAULTHANDLER": "1", "HOME": "/tmp",
+                        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"})
+    return environment
 
-    workdir   where nbgrader runs the notebook (autograded/STUDENT/NAME): the kernel's cwd,
-              a tmpfs, so the learner's writes never reach the class folder;
-    files     name in workdir -> host file or folder, bound there read-only;
-    kernel_dir  the connection file and the ipc sockets, shared with the grader;
-    readable  bound read-only at the same paths;
-    hidden    existing folders covered by an empty tmpfs should they lie inside a readable
-              one (the class folder, solutions/).
+
+def zygote_argv(bwrap: str, pool_dir: Path, readable: list[Path], hidden: list[Path],
+                environment: dict[str, str], python: str = sys.executable) -> list[str]:
+    """The command that starts the kernels' zygote (zygote.py) inside bwrap.
+
+    pool_dir  the kernels' folders (connection files and ipc sockets), shared with the
+              grader; each kernel covers all but its own (zygote._isolate);
+    readable  bound read-only at the same paths; nothing else of the host is visible
+              but the system folders: no class folder, no solutions/, no tests/;
+    hidden    folders covered by an empty tmpfs should they lie inside a readable one
+              (the class folder, solutions/).
+    The zygote keeps the right to create user namespaces (no --disable-userns): each kernel
+    it forks needs one of its own to mount its private folders, and drops every capability
+    before the learner's code runs.
     """
     argv = [bwrap, *_namespaces(), *_system_mounts()]
-    # The private /tmp first: the course (a clone in /tmp, say) and the class folder may lie
-    # under /tmp, and bwrap applies mounts in order, so later binds land on top of this tmpfs.
-    # A tmpfs lives in memory outside the kernel's address-space limit: cap /tmp's size.
+    # The private /tmp first: the course (a clone in /tmp, say) and the pool may lie under
+    # /tmp, and bwrap applies mounts in order, so later binds land on top of this tmpfs.
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for path in readable:
         argv += ["--ro-bind", str(path), str(path)]
     for path in hidden:
         if any(r == path or r in path.parents for r in readable):
             argv += ["--size", str(1 << 20), "--tmpfs", str(path)]
-    argv += ["--bind", str(kernel_dir), str(kernel_dir),
-             "--size", str(WORK_BYTES), "--tmpfs", str(workdir)]
-    for name, origin in sorted((files or {}).items()):
-        argv += ["--ro-bind", str(origin), str(workdir / name)]
-    argv += ["--chdir", str(workdir), "--clearenv"]
-    # JPY_PARENT_PID=1 tells ipykernel not to watch its parent (PID 1 never exits).
-    # PYTHONFAULTHANDLER: a segfault prints a Python traceback to nbgrader's stderr.
-    env = {"HOME": "/tmp", "JPY_PARENT_PID": "1", "PYTHONFAULTHANDLER": "1",
-           "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", **environment}
-    for key, value in sorted(env.items()):
+    argv += ["--bind", str(pool_dir), str(pool_dir), "--dir", zygote.WORK, "--dir", zygote.SLOT_MOUNT,
+             "--chdir", zygote.WORK, "--clearenv"]
+    for key, value in sorted(environment.items()):
         argv += ["--setenv", key, value]
-    return [*argv, "--", python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    return [*argv, "--", python, "-m", "autograder.zygote", "isolate"]
 
 
-@dataclass
-class Sandbox:
-    """The run folder of one submission's grading, and how nbgrader must be called to use it."""
-    run_dir: Path
-    config: Path  # the nbgrader config file to load instead of the course's
-    env: dict[str, str]  # added to nbgrader's environment
-
-    @property
-    def progress(self) -> Path:
-        return self.run_dir / PROGRESS
-
-
-_RECORD = '''\
-# Written by autograder/sandbox.py for one submission; deleted after grading.
-import json, os, time
-load_subconfig({course_config!r})
-
-
-def _record(cell, cell_index, **_):
-    # Which cell runs now, for a readable reason if the kernel dies or time runs out.
-    if cell.cell_type == "code" and cell.source.strip():
-        nbgrader = cell.metadata.get("nbgrader", {{}})
-        with open({progress!r} + ".new", "w") as handle:
-            json.dump({{"cell": cell_index + 1, "grade_id": nbgrader.get("grade_id", ""),
-                       "test": bool(nbgrader.get("grade")),
-                       "first_line": cell.source.strip().splitlines()[0][:80],
-                       "started": time.time()}}, handle)
-        os.replace({progress!r} + ".new", {progress!r})
-
-
-c.Execute.on_cell_start = _record
-'''
-_ISOLATE = '''
-c.Execute.kernel_name = {kernel!r}
-c.KernelManager.transport = "ipc"
-c.KernelManager.ip = {ipc!r}
-c.KernelManager.connection_file = {connection!r}
-'''
-
-
-def prepare(run_dir: Path, class_dir: Path, student: str, name: str, course_config: Path,
-            hidden: list[Path], isolate: bool = True) -> Sandbox:
-    """Set up grading `student`'s `name` in `class_dir`, the kernel sandboxed if `isolate`.
-
-    `run_dir` must be a fresh private folder outside the class folder; the caller deletes it.
-    Without `isolate` only the progress record is set up (`course grade --no-sandbox`).
-    Raises SandboxUnavailable if bubblewrap cannot run here.
-    """
-    config = run_dir / "nbgrader_config.py"
-    text = _RECORD.format(course_config=str(course_config), progress=str(run_dir / PROGRESS))
-    if not isolate:
-        config.write_text(text)
-        return Sandbox(run_dir, config, {})
-    bwrap = check_available()
-    kernel_dir = run_dir / "kernel"
-    kernel_dir.mkdir()
-    # The files nbgrader puts beside the notebook: the student's extra files, then the
-    # source's non-notebook files (nbgrader overwrites those with the master versions).
-    # Symlinks are left out: a submitted one could point anywhere on the host.
-    files = {}
-    for origin in (class_dir / "submitted" / student / name, class_dir / "source" / name):
-        if origin.is_dir():
-            files |= {entry.name: entry for entry in origin.iterdir()
-                      if entry.suffix != ".ipynb" and entry.name != ".ipynb_checkpoints"
-                      and not entry.is_symlink()}
-    workdir = class_dir / "autograded" / student / name
-    environment = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
-    environment.setdefault("PYTHONHASHSEED", "0")
-    environment["NBGRADER_EXECUTION"] = "autograde"
-    argv = bwrap_argv(bwrap, workdir, kernel_dir, readable_paths(),
-                      [p.resolve() for p in (class_dir, *hidden) if p.is_dir()], environment, files)
-    spec = run_dir / "jupyter" / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": argv, "display_name": "Python 3 (grading sandbox)", "language": "python",
-        "interrupt_mode": "message", "metadata": {"debugger": False}}, indent=1))
-    config.write_text(text + _ISOLATE.format(kernel=KERNEL_NAME, ipc=str(kernel_dir / "ipc"),
-                                             connection=str(kernel_dir / "kernel.json")))
-    jupyter_path = os.pathsep.join([str(run_dir / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
-    return Sandbox(run_dir, config, {"JUPYTER_PATH": jupyter_path.rstrip(os.pathsep)})
-
-
-def running_cell(progress: Path) -> str:
-    """'cell N' (with its grade id or first line) that was executing when grading stopped, or ''."""
-    try:
-        state = json.loads(progress.read_text())
-    except (OSError, ValueError):
+def describe_cell(running: dict) -> str:
+    """'cell N' (with its grade id or first line) for the cell that was executing, or ''."""
+    if not running:
         return ""
-    if state.get("test"):
-        return f"cell {state['cell']} (the test cell {state['grade_id']!r})"
-    return f"cell {state['cell']} ({state.get('first_line', '')})"
+    if running.get("test"):
+        return f"cell {running['cell']} (the test cell {running['grade_id']!r})"
+    return f"cell {running['cell']} ({running.get('first_line', '')})"
 
 
-def explain_failure(output: str, progress: Path | None, memory_gb: float) -> str:
+def explain_failure(output: str, running: dict, memory_gb: float) -> str:
     """A reason the learner can act on for an nbgrader run that ended without grades, or ''.
 
-    `output` is nbgrader's stdout and stderr (the kernel's stderr goes there too)."""
-    where = running_cell(progress) if progress is not None else ""
+    `output` is nbgrader's log and error and the kernel's own log; `running` the cell that
+    was executing (describe_cell)."""
+    where = describe_cell(running)
     at = f" in {where}" if where else ""
     if "DeadKernelError" in output or "Kernel died" in output:
         if any(sign in output for sign in ("MemoryError", "std::bad_alloc", "Cannot allocate memory",

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import sandbox
+from autograder import sandbox, zygote
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 
 NAME = "02_attention"
@@ -164,8 +164,9 @@ def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WITHOUT the sandbox" in done.stderr
     printed = _printed(bare / "class", "a_attacker")
-    # Relative path, absolute path, environment variable and nbgrader's command line all work.
-    assert printed.count("WROTE") == 4 and "READ 0" not in printed, printed
+    # The gradebook's absolute path is enough (the kernel runs in a scratch folder, without the
+    # grader's environment, and no nbgrader process names it on its command line).
+    assert "WROTE" in printed and "READ 0" not in printed, printed
     assert "NETWORK CONNECTED" in printed and listener.connections == 1
     assert _planted(bare / "class" / "source")
 
@@ -198,38 +199,42 @@ def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
             f"your notebook stopped the Python process (os._exit or a crash) in cell {cell} ("), rows[student]
 
 
-def test_the_kernel_command_confines_the_learner(tmp_path):
+def test_the_zygote_command_confines_the_learner(tmp_path):
     readable = [Path("/opt/python"), Path("/repo/.venv"), Path("/repo/llmref")]
-    work = Path("/classes/c1/autograded/s/A")
-    argv = sandbox.bwrap_argv("/usr/bin/bwrap", work, tmp_path / "kernel", readable,
-                              [Path("/classes/c1"), Path("/repo/.venv/solutions")],
-                              {"PYTHONHASHSEED": "0"}, {"data.csv": Path("/classes/c1/source/A/data.csv")},
-                              python="/repo/.venv/bin/python")
+    pool_dir = tmp_path / "kernels"
+    argv = sandbox.zygote_argv("/usr/bin/bwrap", pool_dir, readable,
+                               [Path("/classes/c1"), Path("/repo/.venv/solutions")],
+                               {"PYTHONHASHSEED": "0"}, python="/repo/.venv/bin/python")
     command = argv[argv.index("--") + 1:]
-    assert command == ["/repo/.venv/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert command == ["/repo/.venv/bin/python", "-m", "autograder.zygote", "isolate"]
     options = argv[:argv.index("--")]
     pairs = list(zip(options, options[1:]))
-    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--clearenv"):
+    for flag in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in options
-    assert "--share-net" not in options
+    # Each kernel needs a user namespace of its own (zygote._isolate), so the zygote may make one.
+    assert "--share-net" not in options and "--disable-userns" not in options
     assert ("--uid", "65534") in pairs and ("--gid", "65534") in pairs
     binds = [tuple(options[i:i + 3]) for i, o in enumerate(options) if o in ("--bind", "--ro-bind")]
     for path in readable:
         assert ("--ro-bind", str(path), str(path)) in binds
-    # Writable on the host: the kernel folder alone. Where nbgrader runs the notebook, a
-    # size-capped tmpfs with the assignment's files read-only; nothing else of the class.
-    kernel = str(tmp_path / "kernel")
-    assert [b for b in binds if b[0] == "--bind"] == [("--bind", kernel, kernel)]
-    assert options[options.index(str(work)) - 3:options.index(str(work)) + 1] == \
-        ["--size", str(1 << 30), "--tmpfs", str(work)]
-    assert [b for b in binds if b[1].startswith("/classes")] == \
-        [("--ro-bind", "/classes/c1/source/A/data.csv", f"{work}/data.csv")]
+    # Writable on the host: the pool of kernel folders alone; nothing of the class.
+    assert [b for b in binds if b[0] == "--bind"] == [("--bind", str(pool_dir), str(pool_dir))]
+    assert not [b for b in binds if b[1].startswith("/classes")]
     # A hidden folder inside a readable one is covered.
     assert ("--tmpfs", "/repo/.venv/solutions") in pairs and ("--tmpfs", "/classes/c1") not in pairs
-    assert ("--tmpfs", "/tmp") in pairs and ("--chdir", "/classes/c1/autograded/s/A") in pairs
+    assert ("--tmpfs", "/tmp") in pairs and ("--chdir", zygote.WORK) in pairs
     assert options[options.index("/tmp") - 3:options.index("/tmp")] == ["--size", str(1 << 30), "--tmpfs"]
     environment = {options[i + 1] for i, o in enumerate(options) if o == "--setenv"}
-    assert environment == {"HOME", "JPY_PARENT_PID", "PATH", "PYTHONFAULTHANDLER", "PYTHONHASHSEED"}
+    assert environment == {"PYTHONHASHSEED"}
+
+
+def test_the_kernel_environment_holds_nothing_of_the_graders(monkeypatch):
+    monkeypatch.setenv("COURSE_SECRET_TOKEN", "s3cret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    environment = sandbox.kernel_environment()
+    assert "COURSE_SECRET_TOKEN" not in environment
+    # One thread per kernel: a fork must not copy a thread pool, and jobs already fill the cores.
+    assert environment["OMP_NUM_THREADS"] == "1" and environment["PYTHONHASHSEED"] == "0"
 
 
 def test_grading_stops_before_it_starts_without_bubblewrap(monkeypatch, tmp_path, capsys):
@@ -256,14 +261,14 @@ def test_a_sandbox_that_cannot_start_is_reported(monkeypatch):
         sandbox.check_available.cache_clear()
 
 
-def test_a_dead_kernel_is_explained_with_its_cell(tmp_path):
-    progress = tmp_path / "progress.json"
-    progress.write_text('{"cell": 4, "test": false, "grade_id": "", "first_line": "import os"}')
+def test_a_dead_kernel_is_explained_with_its_cell():
+    running = {"cell": 4, "test": False, "grade_id": "", "first_line": "import os"}
     died = "nbclient.exceptions.DeadKernelError: Kernel died"
-    assert sandbox.explain_failure(died, progress, 6) == \
+    assert sandbox.explain_failure(died, running, 6) == \
         "your notebook stopped the Python process (os._exit or a crash) in cell 4 (import os)"
-    assert sandbox.explain_failure(died + "\nstd::bad_alloc", progress, 6).startswith(
+    assert sandbox.explain_failure(died + "\nstd::bad_alloc", running, 6).startswith(
         "your notebook used more than 6 GiB of memory in cell 4")
-    assert sandbox.explain_failure("some other failure", progress, 6) == ""
-    progress.write_text('{"cell": 8, "test": true, "grade_id": "test_mask", "first_line": "x"}')
-    assert sandbox.running_cell(progress) == "cell 8 (the test cell 'test_mask')"
+    assert sandbox.explain_failure("some other failure", running, 6) == ""
+    assert sandbox.describe_cell({"cell": 8, "test": True, "grade_id": "test_mask", "first_line": "x"}) == \
+        "cell 8 (the test cell 'test_mask')"
+    assert sandbox.describe_cell({}) == ""
