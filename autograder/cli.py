@@ -9,6 +9,8 @@
                                           lay out submissions as received (per-student folders or
                                           zips, nbgrader exchange, LMS download) for `course grade`
     course export --class-dir DIR         one CSV of every student's grades, for the LMS
+    course selfcheck [NAME ...]           grade each assignment's solution (full marks), release
+                                          (zero) and known mistakes (points lost), as a class
 
 Run it from the course repository (or pass --root); collect and export run anywhere.
 """
@@ -19,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import collect, grades, grading, library, release, report, sandbox
+from .distributed import ClusterError
+from . import collect, grades, grading, library, release, report, sandbox, selfcheck
 
 
 def find_root(start: Path) -> Path:
@@ -60,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="UNSAFE: run the learners' code without the bubblewrap sandbox, able to read "
                         "the hidden tests and other students' work and to rewrite the gradebook; "
                         "only for a machine without bubblewrap and submissions you trust")
+    _gradebook_option(p)
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on a Dask cluster instead of --jobs local workers, e.g. "
+                        "tcp://HOST:8786; the class folder must be on a filesystem every machine "
+                        "mounts at the same path, and the gradebook PostgreSQL (--db-url) when "
+                        "workers run on other machines (README: Grading a large class)")
 
     p = sub.add_parser("feedback", help="write feedback pages (hidden tests removed) for a graded class")
     p.add_argument("name", help="assignment, e.g. 02_attention")
     p.add_argument("--class-dir", type=Path, default=Path("class"),
                    help="the class folder that `course grade` wrote (default: ./class)")
+    _gradebook_option(p)
 
     p = sub.add_parser("collect", help="lay out submissions as received for `course grade`",
                        description=collect.__doc__,
@@ -88,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="the class folder that `course grade` wrote (default: ./class)")
     p.add_argument("--out", type=Path,
                    help="CSV to write (default: CLASS_DIR/grades.csv)")
+
+    p = sub.add_parser("selfcheck", help="prove each assignment's grading: solution full marks, "
+                                         "release zero, every known mistake loses points")
+    p.add_argument("names", nargs="*", help="assignments (default: all in solutions/)")
+    p.add_argument("--per-cell", type=int, default=None,
+                   help="grade only the first N known mistakes of each graded function (default: all)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="submissions graded at once (default: one per CPU core)")
+    p.add_argument("--no-sandbox", action="store_true", help="UNSAFE outside a trusted machine; see grade")
 
     args = parser.parse_args(argv)
     if args.command == "collect":
@@ -123,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             results = grading.grade_class(root, args.name, args.submissions.resolve(),
                                           args.class_dir.resolve(), timeout=args.timeout,
                                           jobs=args.jobs, memory_gb=args.memory_gb,
-                                          isolate=not args.no_sandbox)
-        except sandbox.SandboxUnavailable as exc:
+                                          isolate=not args.no_sandbox, db_url=args.db_url,
+                                          scheduler=args.scheduler)
+        except (sandbox.SandboxUnavailable, ClusterError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if args.no_sandbox:
@@ -137,10 +157,41 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary_table(results, title=args.name))
         return 0
     if args.command == "feedback":
-        pages = grading.generate_feedback(args.class_dir.resolve(), args.name)
+        pages = grading.generate_feedback(args.class_dir.resolve(), args.name, db_url=args.db_url)
         print(f"wrote {len(pages)} feedback pages under {args.class_dir / 'feedback'}")
         return 0
+    if args.command == "selfcheck":
+        return _selfcheck(root, args)
     return 2
+
+
+def _selfcheck(root: Path, args: argparse.Namespace) -> int:
+    """Exit 0 when every assignment passes, 1 when one does not (each problem listed)."""
+    names = args.names or release.assignment_names(root)
+    failed = 0
+    print(f"{'assignment':<14} {'points':>6} {'solution':>8} {'release':>7}  known mistakes that lose points")
+    for name in names:
+        try:
+            check = selfcheck.check_assignment(root, name, per_cell=args.per_cell, jobs=args.jobs,
+                                               isolate=not args.no_sandbox)
+        except sandbox.SandboxUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        lost = sum(score < check.max_score for score in check.mistakes.values())
+        print(f"{name:<14} {check.max_score:>6g} {check.solution:>8g} {check.untouched:>7g}  "
+              f"{lost} of {len(check.mistakes)}  {'ok' if check.passed else 'FAILED'}")
+        for problem in check.problems:
+            print(f"    {problem}")
+        failed += not check.passed
+    print(f"{len(names) - failed} of {len(names)} assignments pass")
+    return 1 if failed else 0
+
+
+def _gradebook_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db-url", default=os.environ.get("COURSE_DB_URL") or None, metavar="URL",
+                        help="the gradebook as an SQLAlchemy URL, e.g. postgresql://USER:PASSWORD@HOST/"
+                             "DATABASE, for several graders or machines at once (default: $COURSE_DB_URL, "
+                             "else CLASS_DIR/gradebook.db)")
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ it cannot undo.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -38,6 +39,14 @@ WORK_BYTES = 1 << 30
 FILE_BYTES = 256 << 20
 # Files about the machine (none about other processes) that a kernel's /proc keeps.
 PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems")
+
+# What a kernel imports while it starts (found with sys.modules before and after
+# IPKernelApp.initialize): imported once here instead of in every kernel.
+KERNEL_START_MODULES = (
+    "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.oinspect",
+    "IPython.extensions.storemagic", "ipykernel.debugger", "debugpy", "pdb", "sqlite3",
+    "tornado.gen", "tornado.locks", "tornado.queues", "tornado.platform.asyncio", "xmlrpc.client",
+    "http.server", "mimetypes", "faulthandler")
 
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
 _CLONE_NEWNET, _CLONE_NEWIPC = 0x40000000, 0x08000000
@@ -197,6 +206,19 @@ def _warm_up() -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
+    import importlib
+    for name in KERNEL_START_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional part of ipykernel (the debugger) may be missing
+            pass
+    import threading
+    if threading.active_count() != 1:
+        raise RuntimeError(f"an import started a thread ({threading.enumerate()}); forking now "
+                           "would copy its locks into every kernel")
+    # Objects that exist now are shared by every fork: keep the collector from visiting
+    # (and so copying) them in each kernel.
+    gc.freeze()
 
 
 def serve(isolate: bool) -> None:

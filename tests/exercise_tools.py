@@ -1,13 +1,14 @@
 """Helpers shared by the exercise tests: load notebooks, swap in code, run test cells in-process."""
 from __future__ import annotations
 
-import copy
 import io
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+from autograder.selfcheck import with_cells  # noqa: F401 (tests build notebooks with it)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,18 +33,6 @@ def graded_cells(nb) -> dict[str, int]:
     """grade_id -> points of every graded test cell."""
     return {grade_id(c): c.metadata["nbgrader"]["points"] for c in nb.cells
             if c.metadata.get("nbgrader", {}).get("grade")}
-
-
-def with_cells(nb, replacements: dict[str, str]):
-    """A copy of `nb` whose cells with the given grade_ids hold new source."""
-    nb = copy.deepcopy(nb)
-    missing = set(replacements)
-    for cell in nb.cells:
-        if grade_id(cell) in replacements:
-            cell.source = replacements[grade_id(cell)]
-            missing.discard(grade_id(cell))
-    assert not missing, f"no cells with grade_id {sorted(missing)}"
-    return nb
 
 
 @dataclass

@@ -19,6 +19,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
+from autograder import selfcheck
 from autograder.release import assignment_names, leaks, secret_lines
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 from mistakes import PER_CELL_THROUGH_NBGRADER, for_exercise, for_nbgrader
@@ -63,20 +64,6 @@ def _grade_all(name: str, submissions: Path, base: Path):
     return _rows(base / "class", name), base / "class", done.stdout
 
 
-def graded(name: str):
-    """Grade one exercise's class: the solution, the untouched release, every known mistake.
-
-    A learner's real submission is the release notebook with their code in the stub cells."""
-    base = Path(tempfile.mkdtemp(prefix=f"grading-{name}-"))
-    submissions, notebook = base / "submissions", f"{name}/{name}.ipynb"
-    release = read(release_path(name))
-    _submit(submissions, "solution", with_cells(release, _solution_cells(name)), notebook)
-    _submit(submissions, "untouched", release, notebook)
-    for mistake in for_nbgrader(name):
-        _submit(submissions, mistake.name, with_cells(release, {mistake.cell: mistake.source}), notebook)
-    return _grade_all(name, submissions, base)
-
-
 @functools.cache  # shared by the hostile and feedback tests when they run in one process
 def graded_hostile():
     """A class of 02_attention with submissions that try to break the run."""
@@ -98,25 +85,48 @@ def graded_hostile():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_grading_an_exercise(name):
-    """One test per exercise (not per claim) so that parallel workers never grade a class twice."""
-    rows, class_dir, _ = graded(name)
+    """`course selfcheck` for one exercise (one test per exercise, so that parallel workers never
+    grade a class twice): full marks for the solution, zero for the release, points lost for
+    the first known mistakes of every graded function (all of them run in-process in
+    test_exercises.py)."""
+    check = selfcheck.check_assignment(ROOT, name, per_cell=PER_CELL_THROUGH_NBGRADER,
+                                       timeout=TIMEOUTS.get(name, TIMEOUT))
     points = sum(graded_cells(read(solution_path(name))).values())
-    solution, untouched = rows["solution"], rows["untouched"]
-    assert float(solution["max_score"]) == points > 0
-    assert (float(solution["score"]), solution["reason"]) == (points, ""), "solution must get full marks"
-    # The untouched release is graded normally and fails every test.
-    assert (float(untouched["score"]), untouched["reason"]) == (0, ""), "release must score zero"
-    mistakes = for_nbgrader(name)
+    assert check.max_score == points > 0
+    assert check.passed, check.problems
+    assert (check.solution, check.untouched) == (points, 0)
     # Every graded function meets real nbgrader through at least three of its mistakes.
     for cell in {m.cell for m in for_exercise(name)}:
-        assert len([m for m in mistakes if m.cell == cell]) >= min(3, PER_CELL_THROUGH_NBGRADER)
-    for mistake in mistakes:
-        row = rows[mistake.name]
-        assert row["reason"] == "", (mistake.name, row)
-        assert 0 <= float(row["score"]) < points, f"{mistake.name} lost no points: {row}"
-    with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
-        for student in ("solution", "untouched", mistakes[0].name):
-            assert gb.find_submission(name, student).score == float(rows[student]["score"])
+        assert len([m for m in for_nbgrader(name) if m.cell == cell]) >= min(3, PER_CELL_THROUGH_NBGRADER)
+    assert set(check.mistakes) == {m.name for m in for_nbgrader(name)}
+    # What grade_class reported is what the gradebook holds.
+    with Gradebook(f"sqlite:///{check.class_dir / 'gradebook.db'}") as gb:
+        for result in check.results:
+            assert gb.find_submission(name, result.student).score == result.score, result.student
+
+
+def test_selfcheck_fails_an_assignment_whose_mistake_earns_full_marks(tmp_path, monkeypatch):
+    """The selfcheck can fail: a 'mistake' that is really the solution loses no points."""
+    name = "01_softmax"
+    real = selfcheck.known_mistakes
+
+    def with_a_correct_one(root, exercise, per_cell=None):
+        mistakes = real(root, exercise, 1)
+        first = mistakes[0]
+        solution = selfcheck.solution_cells(ROOT, exercise)[first.cell]
+        return [type(first)("not_a_mistake", first.cell, solution, first.says)]
+
+    monkeypatch.setattr(selfcheck, "known_mistakes", with_a_correct_one)
+    done = subprocess.run([sys.executable, "-c", "import sys; from autograder.cli import main; sys.exit(main())",
+                           "--root", str(ROOT), "selfcheck", name, "--per-cell", "1"], capture_output=True, text=True,
+                          timeout=600)
+    # In-process too, so that the monkeypatch applies:
+    check = selfcheck.check_assignment(ROOT, name, workdir=tmp_path)
+    assert not check.passed
+    assert check.problems == ["the known mistake 'not_a_mistake' (softmax) lost no points"], check.problems
+    # The real CLI on the real mistakes passes.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 assignments pass" in done.stdout
 
 
 def test_hostile_submissions_cost_only_their_own_grade(tmp_path):
