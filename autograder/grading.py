@@ -16,9 +16,11 @@ autograded/), so every nbgrader command still works on it. What this module adds
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import shutil
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, Queue
 from dataclasses import dataclass, field
@@ -72,22 +74,88 @@ def _unreadable(path: Path) -> str:
     return ""
 
 
-def _register(root: Path, name: str, class_dir: Path) -> float:
+def gradebook_url(class_dir: Path, db_url: str | None = None) -> str:
+    """The gradebook's SQLAlchemy URL: `db_url`, or the class folder's own SQLite file."""
+    return db_url or f"sqlite:///{class_dir / 'gradebook.db'}"
+
+
+def shown_url(db_url: str) -> str:
+    """The URL with its password masked, for messages and logs."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing secret can be told apart, show the scheme only
+        return db_url.split(":", 1)[0] + ":..."
+
+
+def check_database(db_url: str) -> None:
+    """Stop with a clear message, before anything is written, if the gradebook cannot be reached."""
+    if db_url.startswith("sqlite:"):
+        return  # nbgrader creates the file
+    from sqlalchemy import create_engine, text
+    try:
+        engine = create_engine(db_url)
+    except Exception as exc:  # a malformed URL or a driver that is not installed
+        raise SystemExit(f"error: --db-url {shown_url(db_url)} is not a usable database URL ({exc}). "
+                         "For PostgreSQL write postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+                         "(psycopg, the driver SQLAlchemy uses for it, is in requirements.txt).") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SystemExit(f"error: cannot reach the gradebook database {shown_url(db_url)}: {first[:300]}. "
+                         "Check that the server runs, that this machine may connect to it, and the "
+                         "user, password and database name (the database must exist; nbgrader "
+                         "creates its tables).") from None
+    finally:
+        engine.dispose()
+
+
+# Held by whoever registers an assignment in a shared PostgreSQL gradebook: nbgrader creates
+# the tables on first use and inserts the assignment's rows after looking them up, so two
+# graders registering at once (two `course grade` runs, say) would both insert.
+_REGISTER_LOCK = zlib.crc32(b"course grade: register an assignment")
+
+
+@contextlib.contextmanager
+def _registration_lock(db_url: str):
+    if not db_url.startswith("postgresql"):
+        yield  # SQLite serialises writers itself; one class folder is one `course grade`
+        return
+    from sqlalchemy import create_engine, text
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            # Session-level advisory lock: released on unlock or when the connection drops.
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _REGISTER_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _REGISTER_LOCK})
+    finally:
+        engine.dispose()
+
+
+def _register(root: Path, name: str, class_dir: Path, db_url: str | None = None) -> float:
     """Copy the current solution notebooks in and register them; return the assignment's points."""
-    source = class_dir / "source" / name
-    if source.exists():
-        shutil.rmtree(source)
-    shutil.copytree(root / "solutions" / name, source,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    done = nbgrader("generate_assignment", name, "--force", root=class_dir)
-    if done.returncode != 0:
-        raise RuntimeError(f"could not register {name}:\n{done.stdout}{done.stderr}")
-    with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
-        return float(gb.find_assignment(name).max_score)
+    url = gradebook_url(class_dir, db_url)
+    with _registration_lock(url):
+        source = class_dir / "source" / name
+        if source.exists():
+            shutil.rmtree(source)
+        shutil.copytree(root / "solutions" / name, source,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        done = nbgrader("generate_assignment", name, "--force", root=class_dir, db_url=url)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not register {name}:\n{done.stdout}{done.stderr}")
+        with Gradebook(url) as gb:
+            return float(gb.find_assignment(name).max_score)
 
 
-def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[str, float]]:
-    with Gradebook(f"sqlite:///{class_dir / 'gradebook.db'}") as gb:
+def _read_scores(class_dir: Path, name: str, student: str,
+                 db_url: str | None = None) -> tuple[float, dict[str, float]]:
+    with Gradebook(gradebook_url(class_dir, db_url)) as gb:
         try:
             submission = gb.find_submission(name, student)
         except MissingEntry:
@@ -99,7 +167,8 @@ def _read_scores(class_dir: Path, name: str, student: str) -> tuple[float, dict[
 
 def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
                 timeout: float = 600.0, jobs: int = 2, memory_gb: float = MEMORY_GB,
-                isolate: bool = True) -> list[Result]:
+                isolate: bool = True, db_url: str | None = None,
+                scheduler: str | None = None) -> list[Result]:
     """Grade every submission of `name` found in `submissions`; return one Result each.
 
     `jobs` grading workers (pool.py) take the submissions one at a time each: a worker runs
@@ -108,13 +177,22 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     the few concurrent writers. With `isolate` (the default) the kernels run in the bubblewrap
     sandbox; sandbox.SandboxUnavailable is raised before anything is graded if it cannot run
     here.
+
+    `db_url` is the gradebook (default: CLASS_DIR/gradebook.db); a PostgreSQL URL lets several
+    graders write at once. `scheduler` (a Dask scheduler's address) grades on that cluster's
+    workers instead of `jobs` local ones (distributed.py); then `jobs` is unused.
     """
     if not (root / "solutions" / name).is_dir():
         raise SystemExit(f"error: no assignment {name!r} in {root / 'solutions'}")
-    if isolate:
+    url = gradebook_url(class_dir, db_url)
+    check_database(url)
+    if scheduler:
+        from . import distributed
+        distributed.check_cluster(scheduler, url)  # each Dask worker checks its own sandbox
+    elif isolate:
         sandbox.check_available()
     class_dir.mkdir(parents=True, exist_ok=True)
-    max_score = _register(root, name, class_dir)
+    max_score = _register(root, name, class_dir, url)
     expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
     found = find_submissions(submissions, name)
     results: dict[str, Result] = {}
@@ -126,13 +204,26 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
         else:
             to_grade.append(student)
     with tqdm(total=len(found), initial=len(results), desc=f"grading {name}", unit="submission") as progress:
+        if scheduler and to_grade:
+            def record(student: str, reason: str) -> None:
+                if reason:
+                    results[student] = Result(student, 0.0, max_score, reason)
+                else:
+                    score, cells = _read_scores(class_dir, name, student, url)
+                    results[student] = Result(student, score, max_score, "", cells)
+                progress.update()
+
+            distributed.grade_on_cluster(scheduler, class_dir, url, isolate,
+                                         [root / "solutions", root / "tests"], name, to_grade,
+                                         timeout, int(memory_gb * 2**30), record)
+            to_grade = []  # all graded on the cluster: no local worker to start
         queue: Queue[str] = Queue()
         for student in to_grade:
             queue.put(student)
 
         def work() -> None:
             # One worker process per thread; it takes submissions until none are left.
-            worker = pool.WorkerProcess(class_dir, f"sqlite:///{class_dir / 'gradebook.db'}", isolate,
+            worker = pool.WorkerProcess(class_dir, url, isolate,
                                         CONFIG, [root / "solutions", root / "tests"])
             try:
                 while True:
@@ -144,14 +235,15 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
                     if reason:
                         results[student] = Result(student, 0.0, max_score, reason)
                     else:
-                        score, cells = _read_scores(class_dir, name, student)
+                        score, cells = _read_scores(class_dir, name, student, url)
                         results[student] = Result(student, score, max_score, "", cells)
                     progress.update()
             finally:
                 worker.close()
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(to_grade)))) as threads:
-            for future in [threads.submit(work) for _ in range(max(1, min(jobs, len(to_grade))))]:
+            starting = max(1, min(jobs, len(to_grade))) if to_grade else 0
+            for future in [threads.submit(work) for _ in range(starting)]:
                 future.result()  # a worker that cannot start stops the run, with its reason
     return [results[student] for student in found]
 
@@ -191,9 +283,10 @@ def write_csv(results: list[Result], path: Path) -> Path:
     return path
 
 
-def generate_feedback(class_dir: Path, name: str) -> dict[str, Path]:
+def generate_feedback(class_dir: Path, name: str, db_url: str | None = None) -> dict[str, Path]:
     """Write each graded student's feedback page (HTML, hidden tests removed); return them."""
-    done = nbgrader("generate_feedback", name, "--force", root=class_dir)
+    done = nbgrader("generate_feedback", name, "--force", root=class_dir,
+                    db_url=gradebook_url(class_dir, db_url))
     if done.returncode != 0:
         raise RuntimeError(f"nbgrader generate_feedback {name} failed:\n{done.stdout}{done.stderr}")
     pages = {}

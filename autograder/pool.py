@@ -32,6 +32,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from nbgrader.preprocessors import Execute
 
 from . import sandbox
+from .release import course_id
 
 # The worker process's own state: its zygote, the kernel it is grading with, the cell that runs.
 _WORKER: "Worker | None" = None
@@ -214,7 +215,8 @@ class Worker:
             "nbgrader.preprocessors.CheckCellMetadata"]
         # The kernel is single-use: no graceful shutdown to wait for.
         config.Execute.shutdown_kernel = "immediate"
-        coursedir = CourseDirectory(config=config, root=str(class_dir), db_url=db_url)
+        coursedir = CourseDirectory(config=config, root=str(class_dir), db_url=db_url,
+                                    course_id=course_id(db_url))
         self.api = NbGraderAPI(coursedir=coursedir, config=config)
         self.kernel: ForkedKernel | None = None
         self.running: dict = {}

@@ -36,17 +36,29 @@ _LIMIT_AND_EXEC = ("import os, resource, sys; limit = int(sys.argv[1]); "
                    "os.execv(sys.argv[2], sys.argv[2:])")
 
 
+def course_id(db_url: str | None) -> str:
+    """nbgrader's course id for the gradebook at `db_url`.
+
+    nbgrader leaves it empty by default and then never creates the course row its assignments
+    point to: SQLite does not check that reference, PostgreSQL refuses the assignment. A
+    database server gets the id nbgrader's Gradebook uses when given none, so that `course
+    grade` and nbgrader's own tools (formgrader, export) see one course there.
+    """
+    return "" if not db_url or db_url.startswith("sqlite") else "default_course"
+
+
 def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | None = None,
              source: str = "source", release: str = "release",
              memory_bytes: int | None = None, config: Path = CONFIG,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+             env: dict[str, str] | None = None, db_url: str | None = None) -> subprocess.CompletedProcess:
     """Run one nbgrader command on the course folder `root`, with the course's settings.
 
     `memory_bytes` caps the address space of nbgrader and of the kernel it starts (the
     limit is inherited), so a submission that allocates without bound gets a MemoryError
     in its own cell instead of exhausting the machine. `config` replaces the course's
     nbgrader config file (one that loads it, see sandbox.py); `env` is added to nbgrader's
-    environment.
+    environment. `db_url` is the gradebook (an SQLAlchemy URL, e.g. a PostgreSQL database
+    shared by several graders); None means the SQLite file `root/gradebook.db`.
     """
     command = [
         sys.executable, "-m", "nbgrader", *args,
@@ -54,8 +66,10 @@ def nbgrader(*args: str, root: Path, cwd: Path | None = None, timeout: float | N
         f"--CourseDirectory.root={root}",
         f"--CourseDirectory.source_directory={source}",
         f"--CourseDirectory.release_directory={release}",
-        f"--CourseDirectory.db_url=sqlite:///{root / 'gradebook.db'}",
+        f"--CourseDirectory.db_url={db_url or 'sqlite:///' + str(root / 'gradebook.db')}",
     ]
+    if course_id(db_url):
+        command.append(f"--CourseDirectory.course_id={course_id(db_url)}")
     # nbgrader shells out to `alembic` and jupyter kernels by name: find them beside Python.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "PYTHONHASHSEED": "0", **(env or {})}
