@@ -269,7 +269,8 @@ class Worker:
         output = "\n".join([result.get("log") or "", result.get("error") or "", kernel_log])
         if "database is locked" in output:
             return "database is locked"
-        explained = sandbox.explain_failure(output, self.running, memory_bytes / 2**30)
+        explained = (sandbox.explain_failure(output, self.running, memory_bytes / 2**30)
+                     or refusal(output))
         if explained:
             return explained
         lines = [line for line in (result.get("error") or result.get("log") or "").splitlines() if line.strip()]
@@ -278,6 +279,29 @@ class Worker:
     def close(self) -> None:
         self.zygote.close()
         shutil.rmtree(self.pool_dir, ignore_errors=True)
+
+
+# nbgrader refuses a notebook whose cell ids it cannot match with the assignment's; its log
+# says so in words meant for the instructor. What the learner can do about it:
+REFUSALS = (
+    ("exists multiple times",
+     "a cell of the assignment appears twice in your notebook (a copied cell keeps its hidden "
+     "id): delete the copy, or start again from the released notebook and paste your code in"),
+    ("failed to validate",
+     "the hidden ids of your notebook's cells were changed, or it is another assignment's "
+     "notebook: start again from this assignment's released notebook and paste your code in"),
+    ("nbgrader update",
+     "the hidden ids of your notebook's cells were changed, or it is another assignment's "
+     "notebook: start again from this assignment's released notebook and paste your code in"),
+)
+
+
+def refusal(output: str) -> str:
+    """Why nbgrader refused to grade a notebook, for the learner, or ''."""
+    for sign, reason in REFUSALS:
+        if sign in output:
+            return f"your notebook could not be graded: {reason}"
+    return ""
 
 
 def start_worker(class_dir: str, db_url: str, isolate: bool, config_file: str, hidden: list[str]) -> None:
