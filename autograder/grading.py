@@ -192,17 +192,27 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
     elif isolate:
         sandbox.check_available()
     class_dir.mkdir(parents=True, exist_ok=True)
-    max_score = _register(root, name, class_dir, url)
     expected = sorted(p.name for p in (root / "solutions" / name).glob("*.ipynb"))
     found = find_submissions(submissions, name)
-    results: dict[str, Result] = {}
+    problems: dict[str, str] = {}
     to_grade = []
     for student, notebooks in found.items():
         problem = _submit(name, student, notebooks, expected, class_dir)
         if problem:
-            results[student] = Result(student, 0.0, max_score, problem)
+            problems[student] = problem
         else:
             to_grade.append(student)
+    # The local workers start now and get ready while the assignment is registered.
+    workers = [] if scheduler else [
+        pool.WorkerProcess(class_dir, url, isolate, CONFIG, [root / "solutions", root / "tests"])
+        for _ in range(min(max(1, jobs), len(to_grade)))]
+    try:
+        max_score = _register(root, name, class_dir, url)
+    except BaseException:
+        for worker in workers:
+            worker.close()
+        raise
+    results = {student: Result(student, 0.0, max_score, problem) for student, problem in problems.items()}
     with tqdm(total=len(found), initial=len(results), desc=f"grading {name}", unit="submission") as progress:
         if scheduler and to_grade:
             def record(student: str, reason: str) -> None:
@@ -221,10 +231,8 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
         for student in to_grade:
             queue.put(student)
 
-        def work() -> None:
+        def work(worker: pool.WorkerProcess) -> None:
             # One worker process per thread; it takes submissions until none are left.
-            worker = pool.WorkerProcess(class_dir, url, isolate,
-                                        CONFIG, [root / "solutions", root / "tests"])
             try:
                 while True:
                     try:
@@ -241,9 +249,8 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
             finally:
                 worker.close()
 
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(to_grade)))) as threads:
-            starting = max(1, min(jobs, len(to_grade))) if to_grade else 0
-            for future in [threads.submit(work) for _ in range(starting)]:
+        with ThreadPoolExecutor(max_workers=max(1, len(workers))) as threads:
+            for future in [threads.submit(work, worker) for worker in workers]:
                 future.result()  # a worker that cannot start stops the run, with its reason
     return [results[student] for student in found]
 

@@ -333,14 +333,22 @@ class WorkerProcess:
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen([sys.executable, "-m", "autograder.pool"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
-        self._send(setup)
+        # Not waiting for its answer: the worker imports nbgrader and warms its zygote while
+        # the caller registers the assignment.
+        self._started = self._write(setup)
 
-    def _send(self, message: dict) -> dict:
+    def _write(self, message: dict) -> bool:
         try:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def _read(self) -> dict:
+        try:
             line = self.process.stdout.readline()
-        except (BrokenPipeError, OSError) as exc:
+        except OSError:
             line = ""
         if not line:
             self.stderr.seek(0)
@@ -351,8 +359,11 @@ class WorkerProcess:
         return reply
 
     def grade(self, name: str, student: str, timeout: float, memory_bytes: int) -> str:
-        return self._send({"name": name, "student": student, "timeout": timeout,
-                           "memory_bytes": memory_bytes})["reason"]
+        if self._started is not None:
+            self._started = None
+            self._read()  # the worker's "ready", or why it could not start
+        self._write({"name": name, "student": student, "timeout": timeout, "memory_bytes": memory_bytes})
+        return self._read()["reason"]
 
     def close(self) -> None:
         try:
