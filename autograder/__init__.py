@@ -1,1 +1,2 @@
-"""Instructor side of the course: the checks graded test cells call, and the grading CLI."""
+"""What a learner needs to check their work: the checks that the graded notebooks' test
+cells call (autograder.checks). The instructor's tools live in `coursetools`."""

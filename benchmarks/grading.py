@@ -29,8 +29,8 @@ from nbgrader.api import Gradebook
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from autograder.grading import grade_class  # noqa: E402
-from autograder.release import nbgrader  # noqa: E402
+from coursetools.grading import grade_class  # noqa: E402
+from coursetools.release import nbgrader  # noqa: E402
 from exercise_tools import read, release_path, solution_path, with_cells  # noqa: E402
 from mistakes import for_exercise  # noqa: E402
 

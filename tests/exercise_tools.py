@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.selfcheck import with_cells  # noqa: F401 (tests build notebooks with it)
+from coursetools.selfcheck import with_cells  # noqa: F401 (tests build notebooks with it)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autograder.release import assignment_names, leaks, secret_lines
+from coursetools.release import assignment_names, leaks, secret_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 # Known and harmless: pydata-sphinx-theme on a first visit; sphinx-thebe writes its inline

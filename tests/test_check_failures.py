@@ -20,7 +20,7 @@ import pytest
 
 from autograder.checks import CheckFailure, probability
 from autograder.checks._core import PACKAGE_DIR
-from autograder.release import assignment_names
+from coursetools.release import assignment_names
 from exercise_tools import ROOT, read, run_in_process, solution_path
 
 NAMES = assignment_names(ROOT)

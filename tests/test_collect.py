@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import cli, collect, grading
+from coursetools import cli, collect, grading
 
 NAME = "02_attention"
 

@@ -1,5 +1,5 @@
 """`course grade --scheduler`: submissions graded as Dask tasks on a cluster's worker processes
-(autograder/distributed.py) score exactly what a local run gives them, the grading workers are
+(coursetools/distributed.py) score exactly what a local run gives them, the grading workers are
 spread over the cluster's processes and freed afterwards, and a SQLite gradebook is refused
 when a worker runs on another machine. (tests/test_distributed.py is about llmref's DDP.)"""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import distributed, grading
+from coursetools import distributed, grading
 from exercise_tools import ROOT, read, release_path, solution_path, with_cells
 from mistakes import for_nbgrader
 
@@ -45,7 +45,7 @@ def test_grading_on_a_dask_cluster_matches_a_local_run(tmp_path):
                       dashboard_address=None) as cluster, Client(cluster) as client:
         with get_task_stream(client) as stream:  # `course grade`, as an instructor runs it
             done = subprocess.run(
-                [sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "grade", NAME,
+                [sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "grade", NAME,
                  str(tmp_path / "submissions"), "--class-dir", str(tmp_path / "cluster"),
                  "--timeout", str(TIMEOUT), "--scheduler", cluster.scheduler_address],
                 capture_output=True, text=True, timeout=900)
@@ -55,7 +55,7 @@ def test_grading_on_a_dask_cluster_matches_a_local_run(tmp_path):
         assert len(tasks) == len(students)
         assert len({t["worker"] for t in tasks}) == 2, "one worker process graded everything"
         # Each process's grading worker (and its zygote) was freed at the end of the run.
-        assert set(client.run(lambda: __import__("autograder.pool").pool._WORKER is None).values()) == {True}
+        assert set(client.run(lambda: __import__("coursetools.pool").pool._WORKER is None).values()) == {True}
 
     with open(tmp_path / "cluster" / f"grades_{NAME}.csv") as handle:
         on_cluster = {row.pop("student"): row for row in csv.DictReader(handle)}

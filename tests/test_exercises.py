@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.release import assignment_names
+from coursetools.release import assignment_names
 from exercise_tools import ROOT, grade_id, read, release_path, run_in_process, solution_path, with_cells
 from mistakes import Mistake, for_exercise
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import cli, grades
+from coursetools import cli, grades
 
 # nbgrader's own add_submission trips this SQLAlchemy warning while building the fixtures.
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")

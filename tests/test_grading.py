@@ -19,8 +19,8 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import selfcheck
-from autograder.release import assignment_names, leaks, secret_lines
+from coursetools import selfcheck
+from coursetools.release import assignment_names, leaks, secret_lines
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 from mistakes import PER_CELL_THROUGH_NBGRADER, for_exercise, for_nbgrader
 
@@ -42,7 +42,7 @@ def _submit(folder: Path, student: str, nb, filename: str) -> None:
 
 def _course_grade(name: str, submissions: Path, class_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "grade", name,
+        [sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "grade", name,
          str(submissions), "--class-dir", str(class_dir),
          "--timeout", str(TIMEOUTS.get(name, TIMEOUT))],
         capture_output=True, text=True, timeout=1800)
@@ -117,7 +117,7 @@ def test_selfcheck_fails_an_assignment_whose_mistake_earns_full_marks(tmp_path, 
         return [type(first)("not_a_mistake", first.cell, solution, first.says)]
 
     monkeypatch.setattr(selfcheck, "known_mistakes", with_a_correct_one)
-    done = subprocess.run([sys.executable, "-c", "import sys; from autograder.cli import main; sys.exit(main())",
+    done = subprocess.run([sys.executable, "-c", "import sys; from coursetools.cli import main; sys.exit(main())",
                            "--root", str(ROOT), "selfcheck", name, "--per-cell", "1"], capture_output=True, text=True,
                           timeout=600)
     # In-process too, so that the monkeypatch applies:
@@ -170,7 +170,7 @@ def _error_text(class_dir: Path, student: str) -> str:
 
 def test_feedback_pages_hide_the_hidden_tests_and_explain_failures():
     rows, class_dir, _ = graded_hostile()
-    done = subprocess.run([sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "feedback",
+    done = subprocess.run([sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "feedback",
                            HOSTILE, "--class-dir", str(class_dir)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

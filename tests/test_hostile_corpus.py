@@ -22,8 +22,8 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook, MissingEntry
 
-from autograder import sandbox
-from autograder.grading import Result, grade_class, write_csv
+from coursetools import sandbox
+from coursetools.grading import Result, grade_class, write_csv
 from exercise_tools import ROOT, graded_cells, read, release_path, run_in_process, solution_path, with_cells
 from hostile_corpus import Case, Expect, Setting, cases, solution_cells
 from mistakes import for_exercise

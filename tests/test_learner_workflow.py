@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.release import assignment_names
+from coursetools.release import assignment_names
 from exercise_tools import ROOT, release_path, solution_path
 
 pytestmark = pytest.mark.slow

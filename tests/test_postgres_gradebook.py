@@ -19,7 +19,7 @@ from nbgrader.api import Gradebook, GradeCell
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from autograder import grading
+from coursetools import grading
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 from mistakes import for_nbgrader
 
@@ -114,7 +114,7 @@ def test_two_graders_writing_into_one_gradebook_at_once(postgres, tmp_path):
     # One grader is given the gradebook with --db-url, the other through COURSE_DB_URL.
     gradebook = {"a": (["--db-url", url], {}), "b": ([], {"COURSE_DB_URL": url})}
     runs = {half: subprocess.Popen(
-                [sys.executable, "-m", "autograder.cli", "--root", str(ROOT), "grade", NAME,
+                [sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "grade", NAME,
                  str(tmp_path / f"submissions_{half}"), "--class-dir", str(tmp_path / f"class_{half}"),
                  "--timeout", str(TIMEOUT), "--jobs", "2", *gradebook[half][0]],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,8 +1,8 @@
 """The summary at the end of `course grade`: distribution, and every submission that needs attention."""
 from pathlib import Path
 
-from autograder import cli, grading, report
-from autograder.grading import Result
+from coursetools import cli, grading, report
+from coursetools.grading import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"a": 2.0, "b": 2.0, "c": 2.0}

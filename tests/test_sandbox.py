@@ -21,12 +21,12 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import sandbox, zygote
+from coursetools import sandbox, zygote
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
 
 NAME = "02_attention"
 CELL = "scaled_dot_product_attention"
-CLI = "autograder.cli"
+CLI = "coursetools.cli"
 
 
 def _solution() -> str:
@@ -89,6 +89,13 @@ try:
 except OSError as exc:
     print("NETWORK REFUSED", type(exc).__name__)
 '''
+IMPORT_TOOLS = '''
+try:
+    import coursetools.grading
+    print("TOOLS IMPORTED")
+except ImportError as exc:
+    print("TOOLS REFUSED", type(exc).__name__)
+'''
 OS_EXIT = "\nimport os\nos._exit(1)\n"
 SEGFAULT = "\nimport ctypes\nctypes.string_at(0)\n"
 
@@ -100,7 +107,7 @@ def _write_class(submissions: Path, class_dir: Path, port: int, crashes: bool) -
     attack = "\n".join([PLANT.format(class_dir=str(class_dir)),
                         STEAL_GRADEBOOK.format(gradebook=str(class_dir / "gradebook.db")),
                         READ_OTHERS.format(class_dir=str(class_dir), solutions=str(ROOT / "solutions")),
-                        NETWORK.format(port=port)])
+                        NETWORK.format(port=port), IMPORT_TOOLS])
     students = {"a_attacker": attack}
     if crashes:
         students |= {"solution": "", "os_exit": OS_EXIT, "segfault": SEGFAULT}
@@ -168,6 +175,7 @@ def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
     # grader's environment, and no nbgrader process names it on its command line).
     assert "WROTE" in printed and "READ 0" not in printed, printed
     assert "NETWORK CONNECTED" in printed and listener.connections == 1
+    assert "TOOLS IMPORTED" in printed
     assert _planted(bare / "class" / "source")
 
     # In the sandbox: the attacker, a correct solution and two crashes, in one run.
@@ -181,6 +189,7 @@ def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
     printed = _printed(class_dir, "a_attacker")
     assert "GRADEBOOK" in printed and "WROTE" not in printed, printed
     assert "READ 0" in printed and "NETWORK REFUSED" in printed, printed
+    assert "TOOLS REFUSED ModuleNotFoundError" in printed, printed
     assert listener.connections == 1
     assert _planted(class_dir) == [], "a submission planted a file in the class folder"
     assert sorted(p.name for p in (class_dir / "source" / NAME).iterdir()) == [f"{NAME}.ipynb"]
@@ -206,7 +215,7 @@ def test_the_zygote_command_confines_the_learner(tmp_path):
                                [Path("/classes/c1"), Path("/repo/.venv/solutions")],
                                {"PYTHONHASHSEED": "0"}, python="/repo/.venv/bin/python")
     command = argv[argv.index("--") + 1:]
-    assert command == ["/repo/.venv/bin/python", "-m", "autograder.zygote", "isolate"]
+    assert command == ["/repo/.venv/bin/python", sandbox.ZYGOTE_SCRIPT, "isolate"]
     options = argv[:argv.index("--")]
     pairs = list(zip(options, options[1:]))
     for flag in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--clearenv"):
@@ -217,6 +226,9 @@ def test_the_zygote_command_confines_the_learner(tmp_path):
     binds = [tuple(options[i:i + 3]) for i, o in enumerate(options) if o in ("--bind", "--ro-bind")]
     for path in readable:
         assert ("--ro-bind", str(path), str(path)) in binds
+    # Of the instructor's package, the zygote's own file only.
+    assert ("--ro-bind", str(Path(zygote.__file__).resolve()), sandbox.ZYGOTE_SCRIPT) in binds
+    assert not [p for p in sandbox.readable_paths() if (p / "coursetools").is_dir() or p.name == "coursetools"]
     # Writable on the host: the pool of kernel folders alone; nothing of the class.
     assert [b for b in binds if b[0] == "--bind"] == [("--bind", str(pool_dir), str(pool_dir))]
     assert not [b for b in binds if b[1].startswith("/classes")]
@@ -238,7 +250,7 @@ def test_the_kernel_environment_holds_nothing_of_the_graders(monkeypatch):
 
 
 def test_grading_stops_before_it_starts_without_bubblewrap(monkeypatch, tmp_path, capsys):
-    from autograder import cli
+    from coursetools import cli
     monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
     sandbox.check_available.cache_clear()
     try:

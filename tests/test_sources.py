@@ -4,7 +4,7 @@ import shutil
 import nbformat
 import pytest
 
-from autograder import library, release
+from coursetools import library, release
 from exercise_tools import ROOT
 
 NAMES = release.assignment_names(ROOT)

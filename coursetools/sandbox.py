@@ -45,6 +45,7 @@ KEPT_ENVIRONMENT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "OMP_N
                     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NBGRADER_EXECUTION")
 # Host files that are readable by the grader's uid and have no business in a sandbox.
 HIDDEN_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
+ZYGOTE_SCRIPT = "/course-zygote/zygote.py"  # where the sandbox sees zygote.py
 TMP_BYTES = 1 << 30  # the zygote's private /tmp (each kernel mounts its own)
 # Read by the course packages at run time (trained checkpoints, retrieval questions, the
 # book's chapters for the retrieval exercise), relative to the repository holding llmref.
@@ -165,7 +166,10 @@ def zygote_argv(bwrap: str, pool_dir: Path, readable: list[Path], hidden: list[P
              "--chdir", zygote.WORK, "--clearenv"]
     for key, value in sorted(environment.items()):
         argv += ["--setenv", key, value]
-    return [*argv, "--", python, "-m", "autograder.zygote", "isolate"]
+    # The zygote's own file alone, not the package around it: the kernels must not import
+    # the instructor's tools.
+    argv += ["--ro-bind", str(Path(zygote.__file__).resolve()), ZYGOTE_SCRIPT]
+    return [*argv, "--", python, ZYGOTE_SCRIPT, "isolate"]
 
 
 def describe_cell(running: dict) -> str:

@@ -54,7 +54,7 @@ class Zygote:
                                        hidden, environment)
             env = None  # bwrap clears it and sets the kernel's own
         else:
-            argv = [sys.executable, "-m", "autograder.zygote", "plain"]
+            argv = [sys.executable, "-m", "coursetools.zygote", "plain"]
             env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")},
                    **environment}
         with open(self.log, "w") as log:
@@ -322,7 +322,7 @@ def grade_in_worker(name: str, student: str, timeout: float, memory_bytes: int) 
 
 
 class WorkerProcess:
-    """The grader's handle on one worker: `python -m autograder.pool`, one JSON line per
+    """The grader's handle on one worker: `python -m coursetools.pool`, one JSON line per
     submission each way. A plain subprocess rather than multiprocessing, so that grading
     works from any caller, an unguarded script or a notebook included."""
 
@@ -331,7 +331,7 @@ class WorkerProcess:
         setup = {"class_dir": str(class_dir), "db_url": db_url, "isolate": isolate,
                  "config_file": str(config_file), "hidden": [str(h) for h in hidden]}
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen([sys.executable, "-m", "autograder.pool"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", "coursetools.pool"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
         # Not waiting for its answer: the worker imports nbgrader and warms its zygote while
         # the caller registers the assignment.

@@ -2,7 +2,7 @@
 
 Folders and the gradebook location are not set here: the CLI passes them on the command
 line, because releasing (in the repository) and grading (in a class folder) use different
-roots. Load this file with `--NbGrader.config_file=autograder/nbgrader_config.py` when you
+roots. Load this file with `--NbGrader.config_file=coursetools/nbgrader_config.py` when you
 call nbgrader directly.
 """
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)

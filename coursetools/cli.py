@@ -27,10 +27,10 @@ from . import collect, grades, grading, library, release, report, sandbox, selfc
 
 def find_root(start: Path) -> Path:
     for folder in (start, *start.parents):
-        if (folder / "solutions").is_dir() and (folder / "autograder").is_dir():
+        if (folder / "solutions").is_dir() and (folder / "coursetools").is_dir():
             return folder
     raise SystemExit(f"error: {start} is not inside the course repository (no solutions/ and "
-                     "autograder/ folders above it). Run from the repository or pass --root.")
+                     "coursetools/ folders above it). Run from the repository or pass --root.")
 
 
 def main(argv: list[str] | None = None) -> int:
