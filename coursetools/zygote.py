@@ -24,6 +24,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -85,6 +86,17 @@ def _drop_privileges() -> None:
     _check(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
 
 
+def _mounts_under(folder: str) -> list[str]:
+    """The outermost mount points strictly inside `folder` (from /proc/self/mountinfo)."""
+    points = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point.startswith(folder.rstrip("/") + "/"):
+                points.append(point)
+    return [p for p in points if not any(p != q and p.startswith(q + "/") for q in points)]
+
+
 def _isolate(slot: str) -> None:
     """Give this (forked) process namespaces of its own; return in a grandchild, PID 1 of the
     new PID namespace, while this process waits for it and passes signals on."""
@@ -98,13 +110,23 @@ def _isolate(slot: str) -> None:
     with open("/proc/self/gid_map", "w") as handle:
         handle.write(f"{gid} {gid} 1")
     _mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)
+    _mount("tmpfs", WORK, "tmpfs", 0, f"size={WORK_BYTES},mode=755")
+    # A course or a virtual environment may lie under /tmp (a CI clone, say): what the sandbox
+    # mounted there is set aside, /tmp is replaced by this kernel's own, and it is put back.
+    pool = os.path.dirname(slot)
+    kept = [point for point in _mounts_under("/tmp") if point != pool and not point.startswith(pool + "/")]
+    for i, point in enumerate(kept):
+        os.mkdir(f"{WORK}/.kept{i}")
+        _mount(point, f"{WORK}/.kept{i}", None, _MS_BIND | _MS_REC, None)
     # The kernel's folder stays at its path (the client connects to the sockets there) while
-    # the pool folder around it, with every other kernel's folder, is covered; the pool may
-    # lie under /tmp, so the folder is set aside before /tmp is replaced.
+    # the pool folder around it, with every other kernel's folder, is covered.
     _mount(slot, SLOT_MOUNT, None, _MS_BIND, None)
     _mount("tmpfs", "/tmp", "tmpfs", 0, f"size={TMP_BYTES},mode=1777")
-    _mount("tmpfs", WORK, "tmpfs", 0, f"size={WORK_BYTES},mode=755")
-    pool = os.path.dirname(slot)
+    for i, point in enumerate(kept):
+        os.makedirs(point, exist_ok=True)
+        _mount(f"{WORK}/.kept{i}", point, None, _MS_BIND | _MS_REC, None)
+        _check(_libc.umount2(f"{WORK}/.kept{i}".encode(), _MNT_DETACH), "umount")
+        os.rmdir(f"{WORK}/.kept{i}")
     os.makedirs(pool, exist_ok=True)
     _mount("tmpfs", pool, "tmpfs", 0, "size=1m,mode=755")
     os.mkdir(slot)

@@ -208,6 +208,33 @@ def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
             f"your notebook stopped the Python process (os._exit or a crash) in cell {cell} ("), rows[student]
 
 
+WRITE_COURSE = '''
+import os, sys, llmref
+for folder in (os.path.dirname(llmref.__file__), sys.prefix):
+    try:
+        with open(os.path.join(folder, "planted.py"), "w") as handle:
+            handle.write("")
+        print("WROTE", folder)
+    except OSError as exc:
+        print("READ-ONLY", type(exc).__name__)
+'''
+
+
+@pytest.mark.slow
+def test_the_course_stays_read_only_for_a_kernel_wherever_it_lies(tmp_path):
+    """The course, its packages and its virtual environment are read-only to the learner's
+    kernel, also when they lie under /tmp (a CI clone), which each kernel replaces by its own."""
+    submissions, class_dir = tmp_path / "submissions", tmp_path / "class"
+    path = submissions / "writer" / NAME / f"{NAME}.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(with_cells(read(release_path(NAME)), {CELL: _solution() + WRITE_COURSE}), path)
+    done = _grade(submissions, class_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = _printed(class_dir, "writer")
+    assert printed.count("READ-ONLY") == 2 and "WROTE" not in printed, printed
+    assert float(_rows(class_dir)["writer"]["score"]) == sum(graded_cells(read(solution_path(NAME))).values())
+
+
 def test_the_zygote_command_confines_the_learner(tmp_path):
     readable = [Path("/opt/python"), Path("/repo/.venv"), Path("/repo/llmref")]
     pool_dir = tmp_path / "kernels"
