@@ -146,8 +146,18 @@ def _open(browser, url: str, notebook: str):
 
 
 def _run_all(page) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    # On a loaded machine a click can land before the notebook listens to it: click again
+    # until some cell has started ([*]) or run ([n]).
+    for _ in range(5):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        try:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+                ".some(n => /^\\[(\\*|\\d+)\\]:$/.test(n.textContent.trim()))", timeout=20_000)
+            break
+        except Exception:  # playwright's TimeoutError: nothing started, try again
+            continue
     # Every code cell has run once no prompt reads [ ] or [*].
     page.wait_for_function(
         "() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
