@@ -214,15 +214,15 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
         raise
     results = {student: Result(student, 0.0, max_score, problem) for student, problem in problems.items()}
     with tqdm(total=len(found), initial=len(results), desc=f"grading {name}", unit="submission") as progress:
-        if scheduler and to_grade:
-            def record(student: str, reason: str) -> None:
-                if reason:
-                    results[student] = Result(student, 0.0, max_score, reason)
-                else:
-                    score, cells = _read_scores(class_dir, name, student, url)
-                    results[student] = Result(student, score, max_score, "", cells)
-                progress.update()
+        def record(student: str, reason: str) -> None:
+            if reason:
+                results[student] = Result(student, 0.0, max_score, reason)
+            else:
+                score, cells = _read_scores(class_dir, name, student, url)
+                results[student] = Result(student, score, max_score, "", cells)
+            progress.update()
 
+        if scheduler and to_grade:
             distributed.grade_on_cluster(scheduler, class_dir, url, isolate,
                                          [root / "solutions", root / "tests"], name, to_grade,
                                          timeout, int(memory_gb * 2**30), record)
@@ -239,13 +239,7 @@ def grade_class(root: Path, name: str, submissions: Path, class_dir: Path,
                         student = queue.get_nowait()
                     except Empty:
                         return
-                    reason = worker.grade(name, student, timeout, int(memory_gb * 2**30))
-                    if reason:
-                        results[student] = Result(student, 0.0, max_score, reason)
-                    else:
-                        score, cells = _read_scores(class_dir, name, student, url)
-                        results[student] = Result(student, score, max_score, "", cells)
-                    progress.update()
+                    record(student, worker.grade(name, student, timeout, int(memory_gb * 2**30)))
             finally:
                 worker.close()
 

@@ -66,3 +66,24 @@ def run_in_process(nb) -> Outcome:
             if meta.get("grade"):
                 passed[grade_id(cell)] = True
     return Outcome(passed, messages, errors)
+
+
+class Listener:
+    """A TCP service on the host's 127.0.0.1 that counts who connects: no grading kernel may."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            client.close()

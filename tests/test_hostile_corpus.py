@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from nbgrader.api import Gradebook, MissingEntry
 
 from coursetools import sandbox
 from coursetools.grading import Result, grade_class, write_csv
-from exercise_tools import ROOT, graded_cells, read, release_path, run_in_process, solution_path, with_cells
+from exercise_tools import ROOT, Listener, graded_cells, read, release_path, run_in_process, solution_path, with_cells
 from hostile_corpus import Case, Expect, Setting, cases, solution_cells
 from mistakes import for_exercise
 
@@ -69,27 +67,6 @@ def _params():
             yield pytest.param(name, case, id=f"{name}-{case}", marks=marks)
 
 
-class _Listener:
-    """A TCP service on the host's loopback that counts who connects: no kernel may."""
-
-    def __init__(self):
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen()
-        self.port = self.server.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-
 def _honest_score(name: str, code: dict[str, str]) -> float:
     """What `code` earns with the checks run in this process on the source notebook, hidden
     tests included: the score no tampering may change."""
@@ -122,7 +99,7 @@ class Run:
     expected: dict[str, float]  # student -> the score they must get
     class_dir: Path
     submissions: Path
-    listener: _Listener
+    listener: Listener
     repository_before: dict[str, str]
     submissions_before: dict[str, str]
 
@@ -141,7 +118,7 @@ class Runs:
     def _grade(self, name: str) -> Run:
         sandbox.check_available()  # says which package to install where bubblewrap is missing
         base = self.factory.mktemp(f"hostile-{name}")
-        class_dir, submissions, listener = base / "class", base / "submissions", _Listener()
+        class_dir, submissions, listener = base / "class", base / "submissions", Listener()
         setting = _setting(name, class_dir, listener.port)
         release, solution = read(release_path(name)), solution_cells(name)
         points = float(sum(graded_cells(read(solution_path(name))).values()))

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import nbformat
@@ -22,7 +20,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from coursetools import sandbox, zygote
-from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
+from exercise_tools import ROOT, Listener, graded_cells, read, release_path, solution_path, with_cells
 
 NAME = "02_attention"
 CELL = "scaled_dot_product_attention"
@@ -136,25 +134,6 @@ def _rows(class_dir: Path) -> dict[str, dict]:
         return {row["student"]: row for row in csv.DictReader(handle)}
 
 
-class _Listener:
-    """A TCP service on the host's 127.0.0.1 that counts who reached it."""
-
-    def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            client.close()
-
-
 def _planted(class_dir: Path) -> list[Path]:
     return sorted(class_dir.rglob("planted.py"))
 
@@ -162,7 +141,7 @@ def _planted(class_dir: Path) -> list[Path]:
 @pytest.mark.slow
 def test_attacks_fail_in_the_sandbox_and_succeed_without_it(tmp_path):
     sandbox.check_available()  # fails with the package to install where bubblewrap is missing
-    listener = _Listener()
+    listener = Listener()
 
     # Without the sandbox (first, to show that each attack works), the attacker alone.
     bare = tmp_path / "bare"
