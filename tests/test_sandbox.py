@@ -20,6 +20,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from coursetools import sandbox, zygote
+from hostile_corpus import PLANT
 from exercise_tools import ROOT, Listener, graded_cells, read, release_path, solution_path, with_cells
 
 NAME = "02_attention"
@@ -69,16 +70,6 @@ for path in found:
         pass
 print("READ", sum(readable))
 '''
-PLANT = '''
-import os
-for folder in ("../../../source/02_attention", {class_dir!r} + "/source/02_attention", "."):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "planted.py"), "w") as handle:
-            handle.write("raise SystemExit('planted')")
-    except OSError:
-        pass
-'''
 NETWORK = '''
 import socket
 try:
@@ -102,7 +93,7 @@ def _write_class(submissions: Path, class_dir: Path, port: int, crashes: bool) -
     """One student who tries every attack (graded first: a file planted in source/ would reach
     the students after it); with `crashes`, also a correct solution and two dying kernels."""
     release, solution = read(release_path(NAME)), _solution()
-    attack = "\n".join([PLANT.format(class_dir=str(class_dir)),
+    attack = "\n".join([PLANT.format(folders=["../../../source/02_attention", f"{class_dir}/source/02_attention", "."]),
                         STEAL_GRADEBOOK.format(gradebook=str(class_dir / "gradebook.db")),
                         READ_OTHERS.format(class_dir=str(class_dir), solutions=str(ROOT / "solutions")),
                         NETWORK.format(port=port), IMPORT_TOOLS])
