@@ -145,24 +145,39 @@ def _open(browser, url: str, notebook: str):
     return page
 
 
+PROMPTS = "[...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(n => n.textContent.trim())"
+
+
 def _run_all(page) -> None:
+    """Run All Cells and wait until the run has ended, whether every cell ran or one
+    stopped it, so that a failure shows what the notebook printed rather than a timeout."""
     # On a loaded machine a click can land before the notebook listens to it: click again
-    # until some cell has started ([*]) or run ([n]).
+    # until some cell is queued or running ([*]) or has run ([n]).
     for _ in range(5):
+        # Run All acts on the notebook that has focus; under load the page may not have
+        # given it yet, so select a cell first.
+        page.locator(".jp-NotebookPanel .jp-Cell .jp-InputPrompt").first.click()
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         try:
             page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
-                ".some(n => /^\\[(\\*|\\d+)\\]:$/.test(n.textContent.trim()))", timeout=20_000)
+                f"() => {PROMPTS}.some(t => /^\\[(\\*|\\d+)\\]:$/.test(t))", timeout=20_000)
             break
         except Exception:  # playwright's TimeoutError: nothing started, try again
             continue
-    # Every code cell has run once no prompt reads [ ] or [*].
-    page.wait_for_function(
-        "() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
-        ".map(n => n.textContent.trim()); return p.length && p.every(t => /^\\[\\d+\\]:$/.test(t)); }",
-        timeout=120_000)
+    # The run has ended once no cell is queued or running: Run All marks every cell [*]
+    # at once, and a cell that raises sends the cells after it back to [ ].
+    try:
+        page.wait_for_function(
+            f"() => {{ const p = {PROMPTS}; return p.length && !p.some(t => t === '[*]:')"
+            " && p.some(t => /^\\[\\d+\\]:$/.test(t)); }", timeout=240_000)
+    except Exception as timeout:
+        raise AssertionError(f"Run All did not end; prompts: {page.evaluate(f'() => {PROMPTS}')}"
+                             ) from timeout
+    prompts = page.evaluate(f"() => {PROMPTS}")
+    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+    assert all(re.fullmatch(r"\[\d+\]:", t) for t in prompts), (
+        f"not every cell ran: prompts {prompts}; outputs {outputs}")
 
 
 def _validate(page) -> str:
