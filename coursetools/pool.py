@@ -29,9 +29,11 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
+from jupyter_core.utils import run_sync
+from nbclient.exceptions import DeadKernelError
 from nbgrader.preprocessors import Execute
 
-from . import sandbox
+from . import judge, sandbox
 from .release import course_id
 
 # The worker process's own state: its zygote, the kernel it is grading with, the cell that runs.
@@ -82,8 +84,9 @@ class Zygote:
             raise RuntimeError(f"zygote: {reply['error']}")
         return reply
 
-    def spawn(self, slot: Path, argv: list[str], memory_bytes: int) -> "ForkedKernel":
-        pid = self.request(op="spawn", slot=str(slot), argv=argv, memory=memory_bytes)["pid"]
+    def spawn(self, slot: Path, argv: list[str], memory_bytes: int, covers: dict | None = None) -> "ForkedKernel":
+        pid = self.request(op="spawn", slot=str(slot), argv=argv, memory=memory_bytes,
+                           covers=covers or {})["pid"]
         return ForkedKernel(self, pid, slot)
 
     def close(self) -> None:
@@ -174,12 +177,36 @@ class PooledKernelManager(AsyncKernelManager):
 
 
 class CourseExecute(Execute):
-    """nbgrader's Execute, on pooled kernels, recording which cell runs (for the reasons)."""
+    """nbgrader's Execute, on pooled kernels, recording which cell runs (for the reasons).
+    The test cells of a judged assignment run here, in the grader (judge.py)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("kernel_manager_class", PooledKernelManager)
         super().__init__(**kwargs)
         self.on_cell_start = _record_cell
+        self.judge: judge.NotebookJudge | None = None
+
+    def preprocess(self, nb, resources=None, km=None):
+        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
+        self.judge = judge.judge_for(assignment, nb.cells)
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            if self.judge is not None:
+                self.judge.close()
+            self.judge = None
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if self.judge is None or not judge.is_test_cell(cell):
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        _record_cell(cell, cell_index)
+        try:
+            await self.judge.run(cell, self.kc, self.km.is_alive)
+        except judge.KernelGone as gone:
+            raise DeadKernelError(str(gone)) from gone
+        return cell
+
+    execute_cell = run_sync(async_execute_cell)  # nbclient binds its own at class level
 
 
 def _record_cell(cell, cell_index, **_) -> None:
@@ -219,6 +246,7 @@ class Worker:
                                     course_id=course_id(db_url))
         self.api = NbGraderAPI(coursedir=coursedir, config=config)
         self.kernel: ForkedKernel | None = None
+        self.assignment = ""
         self.running: dict = {}
         self.memory_bytes = 0
         self._slots = 0
@@ -230,17 +258,19 @@ class Worker:
         return slot
 
     def start_kernel(self, slot: Path, args: list[str]) -> ForkedKernel:
+        covers = sandbox.judged_kernel_covers() if self.isolate and self.assignment in judge.JUDGED else {}
         try:
-            self.kernel = self.zygote.spawn(slot, args, self.memory_bytes)
+            self.kernel = self.zygote.spawn(slot, args, self.memory_bytes, covers)
         except ZygoteDied:
             self.zygote.close()
             self.zygote = Zygote(self.pool_dir, self.isolate, self.hidden)
-            self.kernel = self.zygote.spawn(slot, args, self.memory_bytes)
+            self.kernel = self.zygote.spawn(slot, args, self.memory_bytes, covers)
         return self.kernel
 
     def grade(self, name: str, student: str, timeout: float, memory_bytes: int) -> str:
         """Autograde one submission already in submitted/; return '' or why it has no grades."""
         self.kernel, self.running, self.memory_bytes = None, {}, memory_bytes
+        self.assignment = name
         expired = threading.Event()
 
         def expire() -> None:

@@ -20,9 +20,11 @@ class folder or another student; of the pool only its own folder; no /proc, so i
 or inspect the kernels of other students graded at the same time; no capabilities and mounts
 it cannot undo; a memory limit; and it is killed with its zygote.
 
-Left to the larger redesign of issue 8: the kernel still imports `llmref` (the reference
-implementations) and `autograder.checks`, because the graded test cells call them in the
-learner's own kernel.
+For a judged assignment (judge.py: the grader runs the test cells itself), the kernel also
+loses `llmref` (the reference implementations) and the check modules: both folders are
+covered (`judged_kernel_covers`), the checks by a stub that says the grader runs them, next
+to the checks' shared machinery (_core.py: no answers in it), which the kernel uses to watch
+for forbidden library shortcuts.
 """
 from __future__ import annotations
 
@@ -50,6 +52,49 @@ TMP_BYTES = 1 << 30  # the zygote's private /tmp (each kernel mounts its own)
 # Read by the course packages at run time (trained checkpoints, retrieval questions, the
 # book's chapters for the retrieval exercise), relative to the repository holding llmref.
 COURSE_DATA = ("benchmarks/results", "benchmarks/data", "book")
+
+
+CHECKS_STUB = '''"""Stand-in for the course's checks in a graded kernel: the grader runs them, outside."""
+import sys as _sys
+import types as _types
+
+from ._core import CheckFailure  # noqa: F401
+
+
+class _Checks(_types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def check(*args, **kwargs):
+            print(f"({name} runs in the grader, outside this notebook)")
+        return check
+
+
+def __getattr__(name):
+    if name.startswith("_"):
+        raise AttributeError(name)
+    module = _Checks(f"{__name__}.{name}")
+    _sys.modules[module.__name__] = module
+    return module
+'''
+
+
+def judged_kernel_covers() -> dict[str, dict[str, str]]:
+    """What the kernel of a judged assignment sees instead of the references and the checks:
+    folder -> {file name: text} (zygote._cover)."""
+    covers: dict[str, dict[str, str]] = {}
+    for package in ("llmref", "autograder.checks"):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        folder = Path(spec.submodule_search_locations[0]).resolve()
+        if package == "llmref":
+            covers[str(folder)] = {}
+        else:
+            covers[str(folder)] = {"__init__.py": CHECKS_STUB,
+                                   "_core.py": (folder / "_core.py").read_text()}
+    return covers
 
 
 class SandboxUnavailable(RuntimeError):

@@ -8,7 +8,8 @@ sandbox (sandbox.zygote_argv: bubblewrap, no network, the class folder and solut
 sight) and talks to its one trusted client, the grading worker (pool.py), over stdin/stdout,
 one JSON object per line:
 
-    {"op": "spawn", "slot": DIR, "argv": [...], "memory": BYTES}  -> {"pid": PID}
+    {"op": "spawn", "slot": DIR, "argv": [...], "memory": BYTES, "covers": {DIR: {NAME: TEXT}}}
+        -> {"pid": PID}
     {"op": "poll", "pid": PID}                                   -> {"status": null | CODE}
     {"op": "signal", "pid": PID, "signal": N}                    -> {}
 
@@ -97,9 +98,23 @@ def _mounts_under(folder: str) -> list[str]:
     return [p for p in points if not any(p != q and p.startswith(q + "/") for q in points)]
 
 
-def _isolate(slot: str) -> None:
+def _cover(covers: dict) -> None:
+    """Mount over each folder of `covers` a read-only one holding only the files given (name
+    -> text): the kernel of a judged assignment sees neither the references nor the checks."""
+    for folder, files in covers.items():
+        if not os.path.isdir(folder):
+            continue
+        _mount("tmpfs", folder, "tmpfs", 0, "size=1m,mode=755")
+        for name, text in files.items():
+            with open(os.path.join(folder, name), "w") as handle:
+                handle.write(text)
+        _mount("none", folder, None, _MS_REMOUNT | _MS_RDONLY, None)
+
+
+def _isolate(slot: str, covers: dict | None = None) -> None:
     """Give this (forked) process namespaces of its own; return in a grandchild, PID 1 of the
-    new PID namespace, while this process waits for it and passes signals on."""
+    new PID namespace, while this process waits for it and passes signals on. `covers`: see
+    `_cover`."""
     uid, gid = os.getuid(), os.getgid()
     _check(_libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC),
            "unshare")
@@ -132,6 +147,7 @@ def _isolate(slot: str) -> None:
     os.mkdir(slot)
     _mount(SLOT_MOUNT, slot, None, _MS_BIND, None)
     _check(_libc.umount2(SLOT_MOUNT.encode(), _MNT_DETACH), "umount")
+    _cover(covers or {})
     child = os.fork()
     if child:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,7 +214,7 @@ def _become_kernel(request: dict, protocol_fds: tuple[int, ...], isolate: bool) 
     sys.stderr = os.fdopen(2, "w", buffering=1)
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
     if isolate:
-        _isolate(slot)
+        _isolate(slot, request.get("covers"))
         os.chdir(WORK)
     else:
         work = os.path.join(slot, "work")

@@ -1,0 +1,394 @@
+"""Graded checks run by the grader, not in the learner's kernel.
+
+A test cell of a graded notebook reads `checks.check_x(learner_function, seed=...)`. Run in
+the learner's kernel, the check and the reference it compares with live beside the
+learner's code, which can import the reference, replace the check with a no-op, patch
+`np.allclose` or make the shell swallow exceptions. For a judged assignment the grading
+worker instead runs each test cell itself, in its own process, with the real check module,
+and every name of the learner's that the cell mentions stands for a `Remote`: a handle on
+the object in the kernel. Calling it, reading an attribute, indexing or iterating it sends
+a request into the kernel (judge_kernel.py) and brings back plain data (judge_codec.py).
+The kernel sees the inputs and computes outputs; it never sees the check, the reference or
+the hidden cases' expected values, and what it answers can only be judged.
+
+The cell's printed lines and any failure become the cell's outputs, exactly as if it had
+run in the kernel, so nbgrader scores it as before. The kernel of a judged assignment
+mounts neither `llmref` nor the real checks (sandbox.judged_kernel_hides): a stub tells a
+learner who calls a check there that the grader runs it.
+
+An assignment is judged when every check of its test cells behaves the same through
+handles: JUDGED lists them, and `course selfcheck` (solution full marks, release zero,
+every known mistake losing points) proves each one through the judge.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import concurrent.futures
+import contextlib
+import importlib
+import io
+import json
+import queue
+import re
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from . import judge_codec
+
+# Assignments whose test cells the grader runs itself.
+JUDGED = frozenset({"01_softmax", "02_attention"})
+CHECKS_IMPORT = re.compile(r"from\s+autograder\.checks\s+import\s+(\w+)\s+as\s+checks")
+# Seconds one request may take: the submission's own time limit (the worker's watchdog)
+# ends a kernel that computes forever; this only bounds waiting on a kernel that vanished.
+REQUEST_POLL_S = 1.0
+SOURCES = {name: (Path(__file__).with_name(f"{name}.py")).read_text()
+           for name in ("judge_codec", "judge_kernel")}
+BOOT = f"""
+def __course_boot():
+    import types
+    codec = types.ModuleType("course_judge_codec")
+    exec({SOURCES['judge_codec']!r}, codec.__dict__)
+    server = {{}}
+    exec({SOURCES['judge_kernel']!r}, server)
+    return server["serve"](codec)
+__course_rpc__ = __course_boot()
+del __course_boot
+"""
+
+
+class KernelGone(RuntimeError):
+    """The kernel stopped answering (it died, or the time limit ended it)."""
+
+
+class LearnerError(Exception):
+    """Raised for an exception of the learner's code in the kernel; the class made for each
+    one also derives from the built-in exception it was (ValueError, IndexError, ...)."""
+
+    remote_traceback = ""
+
+
+_ERROR_CLASSES: dict[tuple[type, ...], type] = {}
+
+
+def learner_error(types: list[str], message: str, remote_traceback: str) -> BaseException:
+    """A local exception standing for the learner's: of the first built-in class in its
+    method resolution order, so that `except IndexError` in a check still catches it."""
+    base = next((getattr(builtins, name) for name in types
+                 if isinstance(getattr(builtins, name, None), type)
+                 and issubclass(getattr(builtins, name), Exception)
+                 and name not in ("BaseException",)), Exception)
+    key = (base,)
+    if key not in _ERROR_CLASSES:
+        _ERROR_CLASSES[key] = type(base.__name__, (LearnerError, base), {"__module__": "builtins"})
+    error = _ERROR_CLASSES[key](message)
+    error.remote_traceback = remote_traceback
+    return error
+
+
+class Connection:
+    """Sends a request (JSON text) and returns the answer's text; subclasses say how."""
+
+    def ask_text(self, text: str) -> str:
+        raise NotImplementedError
+
+    def ask(self, request: dict) -> Any:
+        answer = self.ask_text(json.dumps(request))
+        try:
+            data = json.loads(answer)
+        except ValueError as exc:
+            raise KernelGone(f"the kernel answered the grader with something not JSON: {answer[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise KernelGone("the kernel answered the grader with something that is not an answer")
+        if "error" in data:
+            error = data["error"]
+            raise learner_error([str(t) for t in error.get("types", [])], str(error.get("message", "")),
+                                str(error.get("traceback", "")))
+        return judge_codec.decode(data.get("ok"), self.remote)
+
+    def remote(self, number: int, info: dict) -> "Remote":
+        return Remote(self, number, info)
+
+    def encode(self, value: Any) -> Any:
+        def handle(obj: Any) -> int:
+            if isinstance(obj, Remote):
+                return object.__getattribute__(obj, "_number")
+            raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
+        return judge_codec.encode(value, handle)
+
+
+class Remote:
+    """An object in the learner's kernel. Reading an attribute, calling, indexing, iterating
+    and taking the length go to the kernel; the values come back as copies."""
+
+    __slots__ = ("_connection", "_number", "_info")
+
+    def __init__(self, connection: Connection, number: int, info: dict):
+        object.__setattr__(self, "_connection", connection)
+        object.__setattr__(self, "_number", number)
+        object.__setattr__(self, "_info", info or {})
+
+    def _ask(self, op: str, **fields: Any) -> Any:
+        connection = object.__getattribute__(self, "_connection")
+        number = object.__getattribute__(self, "_number")
+        return connection.ask({"op": op, "target": number, **fields})
+
+    def _send(self, value: Any) -> Any:
+        return object.__getattribute__(self, "_connection").encode(value)
+
+    def __getattr__(self, name: str) -> Any:
+        info = object.__getattribute__(self, "_info")
+        if name == "__name__" and info.get("n"):
+            return info["n"]
+        return self._ask("getattr", name=name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._ask("setattr", name=name, value=self._send(value))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ask("call", args=self._send(args), kwargs=self._send(kwargs))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._ask("getitem", key=self._send(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._ask("setitem", key=self._send(key), value=self._send(value))
+
+    def __len__(self) -> int:
+        length = self._ask("len")
+        if type(length) is not int:
+            raise TypeError("the object's len() is not an int")
+        return length
+
+    def __iter__(self):
+        items = self._ask("iter")
+        if type(items) is not list:
+            raise TypeError("iterating the object gave no list")
+        return iter(items)
+
+    def __contains__(self, item: Any) -> bool:
+        return self._ask("contains", item=self._send(item)) is True
+
+    def __bool__(self) -> bool:
+        return self._ask("bool") is True
+
+    def __repr__(self) -> str:
+        info = object.__getattribute__(self, "_info")
+        return f"<{info.get('ty', 'object')} {info.get('n', '')} in the learner's kernel>".replace("  ", " ")
+
+    def __str__(self) -> str:
+        text = self._ask("str")
+        return text if isinstance(text, str) else repr(self)
+
+
+def describe_forbidden(key: Any) -> dict:
+    """A forbidden thing (see `_core.watch_calls`) as the kernel can find it again: a
+    package's name, or the places (module, dotted name) where the object lives."""
+    if isinstance(key, str):
+        return {"package": key}
+    import sys
+    places = []
+    module, qualname = getattr(key, "__module__", None), getattr(key, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+        places.append([module, qualname])
+    name = getattr(key, "__name__", None)
+    if isinstance(name, str):
+        for home in ("torch.nn.functional", "torch", "torch.nn", "torch.optim", "torch.nn.utils", "numpy"):
+            if getattr(sys.modules.get(home), name, None) is key:
+                places.append([home, name])
+        torch = sys.modules.get("torch")
+        if torch is not None and getattr(torch.Tensor, name, None) is key:
+            places.append(["torch", f"Tensor.{name}"])
+    return {"object": places}
+
+
+class RemoteWatch:
+    """`_core.watch_calls` while a check runs here: the same watch, run in the kernel around
+    each request (the learner's code runs there). `used` is filled when the watch ends."""
+
+    def __init__(self, connection: Connection, forbidden: dict):
+        self.connection = connection
+        self.used: list[str] = []
+        self.specs = [{**describe_forbidden(key), "name": name} for key, name in forbidden.items()]
+
+    def note(self, name: str) -> None:
+        if name not in self.used:
+            self.used.append(name)
+
+    def look_at(self, obj: Any) -> None:
+        if isinstance(obj, Remote):
+            self.connection.ask({"op": "watch_look", "target": object.__getattribute__(obj, "_number")})
+            for name in self.connection.ask({"op": "watch_stop"}) or []:
+                self.note(str(name))
+            self.connection.ask({"op": "watch_start", "forbidden": self.specs})
+
+    def __enter__(self) -> "RemoteWatch":
+        self.connection.ask({"op": "watch_start", "forbidden": self.specs})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name in self.connection.ask({"op": "watch_stop"}) or []:
+            self.note(str(name))
+
+
+def global_names(source: str) -> list[str]:
+    """The names a cell reads that it does not define and that are not built-ins."""
+    tree = ast.parse(source)
+    stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    loaded = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    seen: list[str] = []
+    for name in loaded:
+        if name not in stored and name not in seen and not hasattr(builtins, name):
+            seen.append(name)
+    return seen
+
+
+def checks_module_name(cells: list) -> str | None:
+    """The check module a notebook imports as `checks` (from its locked set-up cell)."""
+    for cell in cells:
+        if cell.get("cell_type") == "code":
+            found = CHECKS_IMPORT.search(cell.get("source", ""))
+            if found:
+                return found.group(1)
+    return None
+
+
+def is_test_cell(cell: dict) -> bool:
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(nbgrader.get("grade")) and not nbgrader.get("solution")
+
+
+def _error_output(error: BaseException) -> dict:
+    lines = traceback.format_exception_only(type(error), error)
+    remote = getattr(error, "remote_traceback", "") or ""
+    cause = error.__cause__
+    if not remote and cause is not None:
+        remote = getattr(cause, "remote_traceback", "") or ""
+    shown = ([remote.rstrip()] if remote else []) + [line.rstrip("\n") for line in lines]
+    return {"output_type": "error", "ename": type(error).__name__, "evalue": str(error),
+            "traceback": shown}
+
+
+def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dict], bool]:
+    """Run a test cell here with `checks` and the learner's names as handles; return the
+    cell's outputs (printed lines, then the error if one was raised) and whether it passed."""
+    from autograder.checks import _core
+
+    printed = io.StringIO()
+    namespace: dict[str, Any] = {"checks": checks, "__name__": "__course_judge__"}
+    error: BaseException | None = None
+    _core.REMOTE_WATCH = lambda forbidden: RemoteWatch(connection, forbidden)
+    try:
+        for name in global_names(source):
+            if name != "checks":
+                try:
+                    namespace[name] = connection.ask({"op": "global", "name": name})
+                except LearnerError as missing:
+                    if not isinstance(missing, NameError):
+                        raise
+                    raise NameError(str(missing)) from None
+        code = compile(source, "<test cell>", "exec")
+        with contextlib.redirect_stdout(printed):
+            exec(code, namespace)  # the test cell: trusted code, from the gradebook
+    except KernelGone:
+        raise
+    except Exception as exc:  # the check's verdict, or the learner's error it did not catch
+        error = exc
+    finally:
+        _core.REMOTE_WATCH = None
+    outputs: list[dict] = []
+    if printed.getvalue():
+        outputs.append({"output_type": "stream", "name": "stdout", "text": printed.getvalue()})
+    if error is not None:
+        outputs.append(_error_output(error))
+    return outputs, error is None
+
+
+class KernelConnection(Connection):
+    """Requests through a Jupyter kernel client: each is the user expression
+    `__course_rpc__(text)`, whose value's text is the answer. Called from a thread while the
+    kernel client lives on `loop`."""
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop, alive: Callable[[], Any]):
+        self.client, self.loop, self.alive = client, loop, alive
+
+    async def _reply(self, msg_id: str) -> dict:
+        while True:
+            try:
+                reply = await self.client.shell_channel.get_msg(timeout=REQUEST_POLL_S)
+            except queue.Empty:
+                if not await self.alive():
+                    raise KernelGone("the kernel stopped while the grader was checking") from None
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                await self._drain()
+                return reply
+
+    async def _drain(self) -> None:
+        # What the requests printed, and their busy/idle messages: read and dropped, so
+        # that they neither pile up nor reach the next cell.
+        while True:
+            try:
+                await self.client.iopub_channel.get_msg(timeout=0)
+            except queue.Empty:
+                return
+
+    async def boot(self) -> None:
+        msg_id = self.client.execute(BOOT, silent=True, store_history=False)
+        reply = await self._reply(msg_id)
+        if reply["content"].get("status") != "ok":
+            raise KernelGone("the grader could not start its helper in the kernel: "
+                             + str(reply["content"].get("evalue", ""))[:200])
+
+    async def _ask(self, text: str) -> str:
+        msg_id = self.client.execute("", silent=True, store_history=False,
+                                     user_expressions={"r": f"__course_rpc__({text!r})"})
+        reply = await self._reply(msg_id)
+        result = reply["content"].get("user_expressions", {}).get("r", {})
+        if result.get("status") != "ok":
+            raise KernelGone("the kernel did not answer the grader (was __course_rpc__ replaced?): "
+                             + str(result.get("evalue", ""))[:200])
+        text = result.get("data", {}).get("text/plain", "")
+        if not isinstance(text, str):
+            raise KernelGone("the kernel answered the grader with something that is not text")
+        return text
+
+    def ask_text(self, text: str) -> str:
+        return asyncio.run_coroutine_threadsafe(self._ask(text), self.loop).result()
+
+
+class NotebookJudge:
+    """Runs the test cells of one notebook in the grader, against one kernel."""
+
+    def __init__(self, checks_module: str):
+        self.checks = importlib.import_module(f"autograder.checks.{checks_module}")
+        self.booted_for: Any = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+
+    async def run(self, cell: dict, client: Any, alive: Callable[[], Any]) -> bool:
+        loop = asyncio.get_running_loop()
+        connection = KernelConnection(client, loop, alive)
+        if self.booted_for is not client:
+            await connection.boot()
+            self.booted_for = client
+        outputs, ok = await loop.run_in_executor(self._pool, run_cell, cell["source"], self.checks, connection)
+        cell["outputs"] = [_as_node(o) for o in outputs]
+        return ok
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _as_node(output: dict) -> Any:
+    import nbformat
+    return nbformat.from_dict(output)
+
+
+def judge_for(assignment: str, cells: list) -> NotebookJudge | None:
+    """The judge of a notebook of `assignment`, or None if its checks run in the kernel."""
+    if assignment not in JUDGED:
+        return None
+    module = checks_module_name(cells)
+    return NotebookJudge(module) if module else None

@@ -1,0 +1,161 @@
+"""Values that cross between the grader and a learner's kernel, as JSON.
+
+The grader judges a learner's functions from outside the kernel (judge.py): it sends the
+arguments a check chooses and receives what the learner's code returns. Both sides encode
+with this module; its source is also sent into the kernel, so it imports nothing of the
+course. Decoding never runs code: arrays are rebuilt from raw bytes with a dtype from an
+allow-list (never an object dtype, never pickle), and anything that is not a plain value
+travels as a numbered handle that only the kernel can act on.
+
+Encoded forms: JSON scalars as themselves; {"$l"|"$t"|"$set": [...]} for list, tuple and
+set; {"$d": [[k, v], ...]} for dict; {"$a": base64, "dt", "sh"} for a NumPy array;
+{"$s": ...} for a NumPy scalar; {"$T": array, "dt", "rg", "p"} for a torch tensor (or
+Parameter); {"$size"}, {"$dtype"}, {"$sl"}, {"$b"}, {"$c"}, {"$e"} for torch.Size, a torch
+dtype, a slice, bytes, a complex number and Ellipsis; {"$r": n} for a handle.
+"""
+import base64
+import sys
+
+# Array kinds a decoder accepts: bool, signed and unsigned integers, floats, complex, text.
+ARRAY_KINDS = "biufcU"
+# Deeper nesting than this is refused rather than recursed into.
+MAX_DEPTH = 64
+
+
+class Unencodable(TypeError):
+    """A value that cannot cross: the side that met it decides what that means."""
+
+
+def _np():
+    return sys.modules.get("numpy")
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _array(array):
+    np = _np()
+    array = np.ascontiguousarray(array)
+    if array.dtype.kind not in ARRAY_KINDS:
+        raise Unencodable(f"an array of dtype {array.dtype}")
+    return {"$a": base64.b64encode(array.tobytes()).decode("ascii"), "dt": array.dtype.str,
+            "sh": list(array.shape)}
+
+
+def _unarray(data):
+    np = _np()
+    dtype = np.dtype(data["dt"])
+    if dtype.kind not in ARRAY_KINDS or dtype.hasobject:
+        raise ValueError(f"refused an array of dtype {dtype}")
+    shape = tuple(int(n) for n in data["sh"])
+    raw = base64.b64decode(data["$a"])
+    count = 1
+    for n in shape:
+        count *= n
+    if len(raw) != count * dtype.itemsize:
+        raise ValueError("an array whose bytes do not match its shape")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def encode(value, handle, depth=0):
+    """`value` as JSON-ready data; `handle(obj)` numbers what is not a plain value (or raises
+    Unencodable)."""
+    if depth > MAX_DEPTH:
+        raise Unencodable("a value nested too deeply")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if type(value) in (int, float):
+        return value
+    if isinstance(value, complex):
+        return {"$c": [value.real, value.imag]}
+    if isinstance(value, bytes):
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if value is Ellipsis:
+        return {"$e": True}
+    if isinstance(value, slice):
+        return {"$sl": [encode(v, handle, depth + 1) for v in (value.start, value.stop, value.step)]}
+    np, torch = _np(), _torch()
+    if torch is not None:
+        if isinstance(value, torch.Tensor) and type(value) in (torch.Tensor, torch.nn.Parameter):
+            data = value.detach().cpu()
+            dtype = str(data.dtype).replace("torch.", "")
+            if data.dtype == torch.bfloat16:
+                data = data.float()
+            return {"$T": _array(data.numpy()), "dt": dtype, "rg": bool(value.requires_grad),
+                    "p": isinstance(value, torch.nn.Parameter)}
+        if isinstance(value, torch.Size):
+            return {"$size": [int(n) for n in value]}
+        if isinstance(value, torch.dtype):
+            return {"$dtype": str(value).replace("torch.", "")}
+    if np is not None:
+        if type(value) is np.ndarray:
+            return _array(value)
+        if isinstance(value, np.generic) and type(value).__module__ == "numpy":
+            return {"$s": _array(np.asarray(value))}
+    if type(value) in (list, tuple, set, frozenset):
+        tag = {list: "$l", tuple: "$t"}.get(type(value), "$set")
+        return {tag: [encode(v, handle, depth + 1) for v in value]}
+    if type(value) is dict:
+        return {"$d": [[encode(k, handle, depth + 1), encode(v, handle, depth + 1)]
+                       for k, v in value.items()]}
+    if type(value).__name__ == "OrderedDict" and type(value).__module__ == "collections":
+        return {"$d": [[encode(k, handle, depth + 1), encode(v, handle, depth + 1)]
+                       for k, v in value.items()]}
+    numbered = handle(value)
+    return numbered if isinstance(numbered, dict) else {"$r": numbered}
+
+
+def decode(data, unhandle, depth=0):
+    """The value that `encode` made `data` from; `unhandle(n)` gives what handle n stands for."""
+    if depth > MAX_DEPTH:
+        raise ValueError("a value nested too deeply")
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        raise ValueError("a bare list: lists travel tagged")
+    if not isinstance(data, dict) or len(data) == 0:
+        raise ValueError(f"cannot decode {type(data).__name__}")
+    if "$l" in data:
+        return [decode(v, unhandle, depth + 1) for v in data["$l"]]
+    if "$t" in data:
+        return tuple(decode(v, unhandle, depth + 1) for v in data["$t"])
+    if "$set" in data:
+        return set(decode(v, unhandle, depth + 1) for v in data["$set"])
+    if "$d" in data:
+        return {decode(k, unhandle, depth + 1): decode(v, unhandle, depth + 1) for k, v in data["$d"]}
+    if "$a" in data:
+        return _unarray(data)
+    if "$s" in data:
+        return _unarray(data["$s"])[()]
+    if "$T" in data:
+        torch = _torch()
+        if torch is None:
+            import torch
+        dtype = getattr(torch, str(data["dt"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"refused a tensor of dtype {data['dt']!r}")
+        tensor = torch.from_numpy(_unarray(data["$T"])).to(dtype)
+        if data.get("p"):
+            return torch.nn.Parameter(tensor, requires_grad=bool(data.get("rg")))
+        return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())
+    if "$size" in data:
+        import torch
+        return torch.Size(int(n) for n in data["$size"])
+    if "$dtype" in data:
+        import torch
+        dtype = getattr(torch, str(data["$dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"refused dtype {data['$dtype']!r}")
+        return dtype
+    if "$sl" in data:
+        return slice(*(decode(v, unhandle, depth + 1) for v in data["$sl"]))
+    if "$b" in data:
+        return base64.b64decode(data["$b"])
+    if "$c" in data:
+        return complex(float(data["$c"][0]), float(data["$c"][1]))
+    if "$e" in data:
+        return Ellipsis
+    if "$r" in data:
+        return unhandle(int(data["$r"]), data)
+    raise ValueError(f"cannot decode {sorted(data)[:3]}")
