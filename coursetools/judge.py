@@ -38,8 +38,16 @@ from typing import Any, Callable
 
 from . import judge_codec
 
-# Assignments whose test cells the grader runs itself.
-JUDGED = frozenset({"01_softmax", "02_attention"})
+# Assignments whose test cells the grader runs itself: those whose learners write functions
+# of values (arrays, tensors, text). A check that builds the learner's class, hands it a
+# model or a random generator, or trains through it needs the object itself, not a handle:
+# those assignments still run their checks in the kernel.
+JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "08_bpe", "09_positions",
+                    "17_retrieval"})
+# Modules of llmref that a judged assignment's notebook imports for itself (an earlier
+# exercise's reference, the course's data): its kernel keeps these and no others.
+KERNEL_KEEPS: dict[str, tuple[str, ...]] = {"03_backprop": ("attention", "probability"),
+                                           "17_retrieval": ("book_pages",)}
 CHECKS_IMPORT = re.compile(r"from\s+autograder\.checks\s+import\s+(\w+)\s+as\s+checks")
 # Seconds one request may take: the submission's own time limit (the worker's watchdog)
 # ends a kernel that computes forever; this only bounds waiting on a kernel that vanished.
@@ -148,7 +156,12 @@ class Remote:
         self._ask("setattr", name=name, value=self._send(value))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._ask("call", args=self._send(args), kwargs=self._send(kwargs))
+        answer = self._ask("call", args=self._send(args), kwargs=self._send(kwargs))
+        if not isinstance(answer, dict) or set(answer) != {"result", "args", "kwargs"}:
+            raise KernelGone("the kernel answered a call with something that is not a call's answer")
+        write_back(args, answer["args"])
+        write_back(kwargs, answer["kwargs"])
+        return answer["result"]
 
     def __getitem__(self, key: Any) -> Any:
         return self._ask("getitem", key=self._send(key))
@@ -181,6 +194,37 @@ class Remote:
     def __str__(self) -> str:
         text = self._ask("str")
         return text if isinstance(text, str) else repr(self)
+
+
+def write_back(mine: Any, theirs: Any) -> None:
+    """Make the arrays, tensors, lists and dicts of `mine` (sent to the kernel) what the
+    learner's call left of their copies, `theirs`, in place, as if the call had run here."""
+    import numpy as np
+    torch = __import__("sys").modules.get("torch")
+    if type(mine) is np.ndarray:
+        if type(theirs) is np.ndarray and theirs.shape == mine.shape and mine.flags.writeable \
+                and not np.array_equal(mine, theirs, equal_nan=mine.dtype.kind in "fc"):
+            np.copyto(mine, theirs, casting="unsafe")
+    elif torch is not None and isinstance(mine, torch.Tensor):
+        if isinstance(theirs, torch.Tensor) and theirs.shape == mine.shape:
+            with torch.no_grad():
+                if not torch.equal(mine.detach(), theirs.to(mine.dtype)):
+                    mine.detach().copy_(theirs)
+    elif isinstance(mine, (list, tuple)) and isinstance(theirs, (list, tuple)):
+        for a, b in zip(mine, theirs):
+            write_back(a, b)
+        if type(mine) is list and type(theirs) is list and len(mine) != len(theirs) or (
+                type(mine) is list and any(type(a) in (int, float, str, bool, type(None)) and a != b
+                                           for a, b in zip(mine, theirs))):
+            mine[:] = theirs
+    elif type(mine) is dict and type(theirs) is dict:
+        for key in mine.keys() & theirs.keys():
+            write_back(mine[key], theirs[key])
+        if mine.keys() != theirs.keys():
+            for key in mine.keys() - theirs.keys():
+                del mine[key]
+            for key in theirs.keys() - mine.keys():
+                mine[key] = theirs[key]
 
 
 def describe_forbidden(key: Any) -> dict:

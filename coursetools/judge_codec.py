@@ -36,11 +36,17 @@ def _torch():
 
 def _array(array):
     np = _np()
-    array = np.ascontiguousarray(array)
+    writeable = getattr(getattr(array, "flags", None), "writeable", True)
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+        array = array.copy(order="C")
     if array.dtype.kind not in ARRAY_KINDS:
         raise Unencodable(f"an array of dtype {array.dtype}")
-    return {"$a": base64.b64encode(array.tobytes()).decode("ascii"), "dt": array.dtype.str,
+    data = {"$a": base64.b64encode(array.tobytes()).decode("ascii"), "dt": array.dtype.str,
             "sh": list(array.shape)}
+    if not writeable:
+        data["ro"] = True
+    return data
 
 
 def _unarray(data):
@@ -55,7 +61,10 @@ def _unarray(data):
         count *= n
     if len(raw) != count * dtype.itemsize:
         raise ValueError("an array whose bytes do not match its shape")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    if data.get("ro"):  # a read-only input stays read-only where the learner's code runs
+        array.flags.writeable = False
+    return array
 
 
 def encode(value, handle, depth=0):

@@ -258,7 +258,9 @@ class Worker:
         return slot
 
     def start_kernel(self, slot: Path, args: list[str]) -> ForkedKernel:
-        covers = sandbox.judged_kernel_covers() if self.isolate and self.assignment in judge.JUDGED else {}
+        covers = {}
+        if self.isolate and self.assignment in judge.JUDGED:
+            covers = sandbox.judged_kernel_covers(judge.KERNEL_KEEPS.get(self.assignment, ()))
         try:
             self.kernel = self.zygote.spawn(slot, args, self.memory_bytes, covers)
         except ZygoteDied:

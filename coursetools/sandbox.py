@@ -80,9 +80,10 @@ def __getattr__(name):
 '''
 
 
-def judged_kernel_covers() -> dict[str, dict[str, str]]:
+def judged_kernel_covers(keep: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
     """What the kernel of a judged assignment sees instead of the references and the checks:
-    folder -> {file name: text} (zygote._cover)."""
+    folder -> {file name: text} (zygote._cover). `keep`: modules of llmref the notebook
+    imports itself (an earlier exercise's reference), kept as they are."""
     covers: dict[str, dict[str, str]] = {}
     for package in ("llmref", "autograder.checks"):
         spec = importlib.util.find_spec(package)
@@ -90,7 +91,8 @@ def judged_kernel_covers() -> dict[str, dict[str, str]]:
             continue
         folder = Path(spec.submodule_search_locations[0]).resolve()
         if package == "llmref":
-            covers[str(folder)] = {}
+            covers[str(folder)] = {f"{name}.py": (folder / f"{name}.py").read_text()
+                                   for name in ("__init__", *keep)}
         else:
             covers[str(folder)] = {"__init__.py": CHECKS_STUB,
                                    "_core.py": (folder / "_core.py").read_text()}

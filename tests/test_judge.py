@@ -1,0 +1,247 @@
+"""The judge (coursetools/judge.py): what crosses between the grader and a learner's kernel,
+and a check run in the grader on handles.
+
+Here the kernel's side (judge_kernel.py, loaded from the same source text the grader sends
+into a kernel) serves a plain namespace in this process, so these tests need no kernel. The
+hostile corpus (test_hostile_corpus.py) grades the same path through nbgrader in the sandbox.
+"""
+from __future__ import annotations
+
+import json
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from coursetools import judge, judge_codec
+from exercise_tools import read, solution_path
+
+
+def _server(namespace: dict):
+    codec = types.ModuleType("course_judge_codec")
+    exec(judge.SOURCES["judge_codec"], codec.__dict__)
+    server: dict = {}
+    exec(judge.SOURCES["judge_kernel"], server)
+    return server["serve"](codec, namespace)
+
+
+class Local(judge.Connection):
+    """A connection to a namespace of this process, through the kernel side's own code."""
+
+    def __init__(self, namespace: dict):
+        self.rpc = _server(namespace)
+        self.requests = 0
+
+    def ask_text(self, text: str) -> str:
+        self.requests += 1
+        return repr(self.rpc(text))
+
+
+def _round_trip(value):
+    return judge_codec.decode(json.loads(json.dumps(judge_codec.encode(value, _no_handle))), _no_unhandle)
+
+
+def _no_handle(obj):
+    raise judge_codec.Unencodable(type(obj).__name__)
+
+
+def _no_unhandle(number, info):
+    raise AssertionError("no handle expected")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int8", "uint16", "bool", "complex128", "<U7"])
+def test_numpy_arrays_cross_with_their_dtype_shape_and_values(dtype):
+    array = (np.arange(24).reshape(2, 3, 4) % 5).astype(dtype)
+    back = _round_trip(array)
+    assert type(back) is np.ndarray and back.dtype == array.dtype and back.shape == array.shape
+    assert np.array_equal(back, array)
+    assert back.flags.writeable  # a copy the check may change, not a view of the message
+
+
+def test_values_of_every_kind_cross_unchanged():
+    value = {"a": [1, 2.5, None, True], (1, "k"): (np.float32(1.5), np.int64(-3)), 3: {1, 2},
+             "nan": math.nan, "inf": -math.inf, "big": 2**80, "s": slice(1, None, 2), "e": ...,
+             "b": b"\x00\xff", "c": 1 + 2j, "size": torch.Size([2, 3]), "dt": torch.bfloat16}
+    back = _round_trip(value)
+    assert math.isnan(back.pop("nan")) and math.isnan(value.pop("nan"))
+    assert back == value
+    assert type(back[(1, "k")][0]) is np.float32 and type(back["size"]) is torch.Size
+
+
+def test_tensors_keep_dtype_grad_flag_and_parameter_kind():
+    t = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    back = _round_trip(t)
+    assert back.dtype == torch.float64 and back.requires_grad and torch.equal(back, t.detach())
+    p = torch.nn.Parameter(torch.randn(2, 2))
+    assert isinstance(_round_trip(p), torch.nn.Parameter)
+    half = _round_trip(torch.randn(5, dtype=torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    assert _round_trip(torch.arange(4)).dtype == torch.int64
+
+
+def test_what_is_not_a_plain_value_becomes_a_handle_and_object_arrays_are_refused():
+    handles = []
+    encoded = judge_codec.encode([print, object()], lambda obj: handles.append(obj) or len(handles))
+    assert encoded == {"$l": [{"$r": 1}, {"$r": 2}]} and handles[0] is print
+    with pytest.raises(judge_codec.Unencodable, match="dtype object"):
+        judge_codec.encode(np.array([1, "x"], dtype=object), _no_handle)
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"$a": "AAAA", "dt": "|O", "sh": [1]}, "dtype object"),
+    ({"$a": "AAAA", "dt": "<f8", "sh": [2]}, "bytes do not match"),
+    ({"$a": "", "dt": "|V8", "sh": [0]}, "refused an array"),
+    ({"$T": {"$a": "", "dt": "<f4", "sh": [0]}, "dt": "Tensor"}, "refused a tensor"),
+    ([1, 2], "bare list"),
+    ({"$pickle": "gASV"}, "cannot decode"),
+])
+def test_the_grader_refuses_data_it_cannot_trust(data, problem):
+    with pytest.raises(ValueError, match=problem):
+        judge_codec.decode(data, _no_unhandle)
+
+
+def test_nesting_deeper_than_the_limit_is_refused_both_ways():
+    deep: list = []
+    for _ in range(judge_codec.MAX_DEPTH + 2):
+        deep = [deep]
+    with pytest.raises(judge_codec.Unencodable, match="nested too deeply"):
+        judge_codec.encode(deep, _no_handle)
+    data: dict = {"$l": []}
+    for _ in range(judge_codec.MAX_DEPTH + 2):
+        data = {"$l": [data]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        judge_codec.decode(data, _no_unhandle)
+
+
+def test_handles_call_index_iterate_and_read_attributes_in_the_kernel():
+    class Thing:
+        scale = 3
+
+        def __call__(self, x, *, add=0):
+            return x * self.scale + add
+
+    namespace = {"thing": Thing(), "table": {"a": np.ones(2)}, "seq": [1, 2, 3]}
+    connection = Local(namespace)
+    thing = connection.ask({"op": "global", "name": "thing"})
+    assert isinstance(thing, judge.Remote)
+    assert np.array_equal(thing(np.arange(3), add=1), np.arange(3) * 3 + 1)
+    assert thing.scale == 3
+    thing.scale = 5  # the kernel's object changes, not a copy
+    assert namespace["thing"].scale == 5
+    table = connection.ask({"op": "global", "name": "table"})
+    assert isinstance(table, dict) and np.array_equal(table["a"], np.ones(2))
+    seq = connection.ask({"op": "global", "name": "seq"})
+    assert seq == [1, 2, 3]
+
+
+def test_an_exception_of_the_learner_is_raised_here_as_its_built_in_class():
+    class OutOfRange(IndexError):
+        pass
+
+    def lookup(i):
+        raise OutOfRange(f"id {i} is outside the table")
+
+    connection = Local({"lookup": lookup})
+    remote = connection.ask({"op": "global", "name": "lookup"})
+    with pytest.raises(IndexError, match="id 7 is outside") as raised:
+        remote(7)
+    assert isinstance(raised.value, judge.LearnerError)
+    assert "OutOfRange" in raised.value.remote_traceback
+    with pytest.raises(judge.LearnerError, match="not defined"):
+        connection.ask({"op": "global", "name": "missing"})
+
+
+def test_an_answer_that_is_not_json_means_the_kernel_is_gone():
+    class Broken(judge.Connection):
+        def ask_text(self, text):
+            return "<function forged at 0x1>"
+    with pytest.raises(judge.KernelGone, match="not JSON"):
+        Broken().ask({"op": "global", "name": "x"})
+
+
+def test_the_cell_names_that_become_handles():
+    source = "checks.check_unmasked(attention)\nresult = helper(seed=1)\nprint(result, len(table))"
+    assert sorted(judge.global_names(source)) == ["attention", "checks", "helper", "table"]
+
+
+def _learner_namespace(name: str, replace: dict[str, str] | None = None) -> dict:
+    """The namespace a kernel holds after the non-test cells of `name`'s solution ran."""
+    namespace: dict = {}
+    for cell in read(solution_path(name)).cells:
+        if cell.cell_type == "code" and not judge.is_test_cell(cell):
+            source = cell.source
+            for old, new in (replace or {}).items():
+                source = source.replace(old, new)
+            exec(source, namespace)
+    return namespace
+
+
+def _test_cells(name: str) -> list[str]:
+    return [c.source for c in read(solution_path(name)).cells if judge.is_test_cell(c)]
+
+
+def test_a_test_cell_run_here_passes_the_solution_and_prints_its_lines():
+    from autograder.checks import attention
+    connection = Local(_learner_namespace("02_attention"))
+    for source in _test_cells("02_attention"):
+        outputs, ok = judge.run_cell(source, attention, connection)
+        assert ok, outputs
+        assert outputs[0]["output_type"] == "stream" and "✓" in outputs[0]["text"]
+    assert connection.requests > 10
+
+
+def test_a_test_cell_run_here_fails_a_wrong_answer_with_the_checks_own_message():
+    from autograder.checks import attention
+    namespace = _learner_namespace("02_attention", {"np.sqrt(d_k)": "d_k"})
+    outputs, ok = judge.run_cell(_test_cells("02_attention")[1], attention, Local(namespace))
+    assert not ok
+    error = outputs[-1]
+    assert error["output_type"] == "error" and error["ename"] == "CheckFailure"
+    assert "sqrt" in error["evalue"]
+
+
+def test_a_library_shortcut_is_watched_where_the_learner_code_runs():
+    from autograder.checks import attention
+    namespace = _learner_namespace("02_attention")
+
+    def shortcut(Q, K, V, mask=None):
+        import torch.nn.functional as F
+        q, k, v = (torch.from_numpy(np.ascontiguousarray(a)) for a in (Q, K, V))
+        out = F.scaled_dot_product_attention(q, k, v)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return out.numpy(), weights.numpy()
+
+    namespace["scaled_dot_product_attention"] = shortcut
+    outputs, ok = judge.run_cell(_test_cells("02_attention")[0], attention, Local(namespace))
+    assert not ok and "by hand" in outputs[-1]["evalue"], outputs
+
+
+def test_a_name_the_notebook_never_defined_fails_the_cell_as_in_a_kernel():
+    from autograder.checks import attention
+    outputs, ok = judge.run_cell(_test_cells("02_attention")[0], attention, Local({}))
+    assert not ok and outputs[-1]["ename"] == "NameError"
+
+
+def test_a_call_that_changes_its_input_changes_the_graders_copy_as_it_would_in_place():
+    def scale_in_place(x, items, table):
+        x *= 2
+        items.append(4)
+        table["t"] += 1
+    connection = Local({"f": scale_in_place})
+    f = connection.ask({"op": "global", "name": "f"})
+    x, items, table = np.arange(3.0), [1, 2, 3], {"t": torch.zeros(2)}
+    f(x, items, table)
+    assert np.array_equal(x, [0.0, 2.0, 4.0]) and items == [1, 2, 3, 4]
+    assert torch.equal(table["t"], torch.ones(2))
+
+
+def test_a_read_only_input_stays_read_only_in_the_kernel():
+    def change(x):
+        x[0] = 1
+    connection = Local({"change": change})
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        connection.ask({"op": "global", "name": "change"})(frozen)
