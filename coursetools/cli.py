@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the class folder that `course grade` wrote (default: ./class)")
     p.add_argument("--out", type=Path,
                    help="CSV to write (default: CLASS_DIR/grades.csv)")
+    _gradebook_option(p)
 
     p = sub.add_parser("selfcheck", help="prove each assignment's grading: solution full marks, "
                                          "release zero, every known mistake loses points")
@@ -227,7 +228,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     try:
-        result, path = grades.export(args.class_dir, args.out)
+        result, path = grades.export(args.class_dir, args.out, db_url=args.db_url)
     except grades.ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -50,22 +50,30 @@ def plain_number(value: float, decimals: int = DECIMALS) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def read_gradebook(class_dir: Path) -> Grades:
-    """Every student's score in every assignment of the class folder's gradebook."""
+def read_gradebook(class_dir: Path, db_url: str | None = None) -> Grades:
+    """Every student's score in every assignment of the class folder's gradebook, or of the
+    gradebook at `db_url` (an SQLAlchemy URL, such as `course grade --db-url` wrote to)."""
+    if db_url:
+        from .release import course_id
+        try:
+            return _read(Gradebook(db_url, course_id=course_id(db_url)), db_url.split("@")[-1])
+        except SQLAlchemyError as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ExportError(f"cannot read the gradebook at {db_url.split('@')[-1]} ({first})") from None
     database = Path(class_dir) / "gradebook.db"
     # Gradebook() would create (and write) a database where none exists: check first.
     if not database.is_file() or database.stat().st_size == 0:
         raise ExportError(f"no gradebook at {database}: pass the --class-dir that `course grade` "
                           "wrote to")
     try:
-        return _read(database)
+        return _read(Gradebook(f"sqlite:///{database}"), str(database))
     except SQLAlchemyError as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise ExportError(f"{database} is not a readable nbgrader gradebook ({first})") from None
 
 
-def _read(database: Path) -> Grades:
-    with Gradebook(f"sqlite:///{database}") as gb:
+def _read(gradebook: Gradebook, database: str) -> Grades:
+    with gradebook as gb:
         assignments = sorted(gb.assignments, key=lambda a: a.name)
         if not assignments:
             raise ExportError(f"the gradebook {database} holds no assignment yet: grade one with "
@@ -99,7 +107,8 @@ def write_csv(grades: Grades, path: Path) -> Path:
     return path
 
 
-def export(class_dir: Path, out: Path | None = None) -> tuple[Grades, Path]:
-    """Read the gradebook of `class_dir` and write the CSV (default: CLASS_DIR/grades.csv)."""
-    grades = read_gradebook(class_dir)
+def export(class_dir: Path, out: Path | None = None, db_url: str | None = None) -> tuple[Grades, Path]:
+    """Read the gradebook of `class_dir` (or at `db_url`) and write the CSV (default:
+    CLASS_DIR/grades.csv)."""
+    grades = read_gradebook(class_dir, db_url)
     return grades, write_csv(grades, out if out is not None else Path(class_dir) / "grades.csv")

@@ -43,7 +43,7 @@ from . import judge_codec
 # model or a random generator, or trains through it needs the object itself, not a handle:
 # those assignments still run their checks in the kernel.
 JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "08_bpe", "09_positions",
-                    "17_retrieval"})
+                    "15_sampling", "17_retrieval"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
 # exercise's reference, the course's data): its kernel keeps these and no others.
 KERNEL_KEEPS: dict[str, tuple[str, ...]] = {"03_backprop": ("attention", "probability"),
@@ -54,13 +54,15 @@ CHECKS_IMPORT = re.compile(r"from\s+autograder\.checks\s+import\s+(\w+)\s+as\s+c
 REQUEST_POLL_S = 1.0
 SOURCES = {name: (Path(__file__).with_name(f"{name}.py")).read_text()
            for name in ("judge_codec", "judge_kernel")}
+# The file name the helper's code runs under in the kernel, left out of tracebacks there.
+HELPER_FILE = "<course-judge>"
 BOOT = f"""
 def __course_boot():
     import types
     codec = types.ModuleType("course_judge_codec")
-    exec({SOURCES['judge_codec']!r}, codec.__dict__)
+    exec(compile({SOURCES['judge_codec']!r}, {HELPER_FILE!r}, "exec"), codec.__dict__)
     server = {{}}
-    exec({SOURCES['judge_kernel']!r}, server)
+    exec(compile({SOURCES['judge_kernel']!r}, {HELPER_FILE!r}, "exec"), server)
     return server["serve"](codec)
 __course_rpc__ = __course_boot()
 del __course_boot
@@ -201,7 +203,11 @@ def write_back(mine: Any, theirs: Any) -> None:
     learner's call left of their copies, `theirs`, in place, as if the call had run here."""
     import numpy as np
     torch = __import__("sys").modules.get("torch")
-    if type(mine) is np.ndarray:
+    if type(mine) is np.random.Generator and type(theirs) is np.random.Generator:
+        mine.bit_generator.state = theirs.bit_generator.state  # the draws the call made
+    elif torch is not None and type(mine) is torch.Generator and type(theirs) is torch.Generator:
+        mine.set_state(theirs.get_state())
+    elif type(mine) is np.ndarray:
         if type(theirs) is np.ndarray and theirs.shape == mine.shape and mine.flags.writeable \
                 and not np.array_equal(mine, theirs, equal_nan=mine.dtype.kind in "fc"):
             np.copyto(mine, theirs, casting="unsafe")
@@ -305,14 +311,20 @@ def is_test_cell(cell: dict) -> bool:
 
 
 def _error_output(error: BaseException) -> dict:
-    lines = traceback.format_exception_only(type(error), error)
-    remote = getattr(error, "remote_traceback", "") or ""
-    cause = error.__cause__
-    if not remote and cause is not None:
-        remote = getattr(cause, "remote_traceback", "") or ""
-    shown = ([remote.rstrip()] if remote else []) + [line.rstrip("\n") for line in lines]
-    return {"output_type": "error", "ename": type(error).__name__, "evalue": str(error),
-            "traceback": shown}
+    """The error output a kernel would have shown: for a failed check, the learner's own
+    frames (from the kernel) above the check's message, none of the grader's."""
+    cause = error if isinstance(error, LearnerError) else error.__cause__
+    remote = getattr(cause, "remote_traceback", "") if cause is not None else ""
+    lines: list[str] = []
+    if remote:
+        lines += ["Your code raised an error:", *remote.rstrip("\n").splitlines(), ""]
+    name = type(error).__name__
+    if not isinstance(error, LearnerError):
+        if remote or not hasattr(error, "_render_traceback_"):
+            lines += f"{name}: {error}".splitlines()
+        else:
+            lines += error._render_traceback_()
+    return {"output_type": "error", "ename": name, "evalue": str(error), "traceback": lines}
 
 
 def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dict], bool]:

@@ -18,6 +18,8 @@ import sys
 
 # Array kinds a decoder accepts: bool, signed and unsigned integers, floats, complex, text.
 ARRAY_KINDS = "biufcU"
+# Bit generators a NumPy Generator may cross with (its state, then written back).
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 # Deeper nesting than this is refused rather than recursed into.
 MAX_DEPTH = 64
 
@@ -97,7 +99,12 @@ def encode(value, handle, depth=0):
             return {"$size": [int(n) for n in value]}
         if isinstance(value, torch.dtype):
             return {"$dtype": str(value).replace("torch.", "")}
+        if type(value) is torch.Generator and value.device.type == "cpu":
+            return {"$tgen": _array(value.get_state().numpy())}
     if np is not None:
+        if type(value) is np.random.Generator and type(value.bit_generator).__name__ in BIT_GENERATORS:
+            return {"$npgen": type(value.bit_generator).__name__,
+                    "state": encode(value.bit_generator.state, handle, depth + 1)}
         if type(value) is np.ndarray:
             return _array(value)
         if isinstance(value, np.generic) and type(value).__module__ == "numpy":
@@ -148,6 +155,18 @@ def decode(data, unhandle, depth=0):
         if data.get("p"):
             return torch.nn.Parameter(tensor, requires_grad=bool(data.get("rg")))
         return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())
+    if "$npgen" in data:
+        np = _np()
+        if data["$npgen"] not in BIT_GENERATORS:
+            raise ValueError(f"refused a bit generator {data['$npgen']!r}")
+        bits = getattr(np.random, data["$npgen"])()
+        bits.state = decode(data["state"], unhandle, depth + 1)
+        return np.random.Generator(bits)
+    if "$tgen" in data:
+        import torch
+        generator = torch.Generator()
+        generator.set_state(torch.from_numpy(_unarray(data["$tgen"])))
+        return generator
     if "$size" in data:
         import torch
         return torch.Size(int(n) for n in data["$size"])

@@ -141,7 +141,12 @@ def serve(codec, namespace=None):
             return Answer(json.dumps({"ok": codec.encode(result, handle)}))
         except BaseException as error:  # the learner's error, carried back as data
             names = [cls.__name__ for cls in type(error).__mro__]
-            shown = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            # The learner's frames only, as the checks show them in a kernel: this helper
+            # runs as "<course-judge>", the checks' machinery from the autograder package.
+            frames = [f for f in traceback.extract_tb(error.__traceback__)
+                      if f.filename != "<course-judge>" and "/autograder/" not in f.filename]
+            shown = "".join(traceback.format_list(frames)
+                            + traceback.format_exception_only(type(error), error))
             return Answer(json.dumps({"error": {"types": names, "message": str(error)[:4000],
                                                 "traceback": shown[-8000:]}}))
 

@@ -10,7 +10,9 @@ gradebook, execute the notebook through the Jupyter protocol, and write the scor
 kernel manager is swapped for one that asks the zygote for a kernel (PooledKernelManager).
 
 A worker never runs a learner's code: that happens only in the forked kernels, inside the
-zygote's sandbox, each in namespaces of its own.
+zygote's sandbox, each in namespaces of its own. For a judged assignment (judge.py) the
+worker runs the test cells itself (CourseExecute.async_execute_cell), asking the kernel only
+for what the learner's functions return.
 """
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from exercise_tools import read, solution_path
 
 def _server(namespace: dict):
     codec = types.ModuleType("course_judge_codec")
-    exec(judge.SOURCES["judge_codec"], codec.__dict__)
+    exec(compile(judge.SOURCES["judge_codec"], judge.HELPER_FILE, "exec"), codec.__dict__)
     server: dict = {}
-    exec(judge.SOURCES["judge_kernel"], server)
+    exec(compile(judge.SOURCES["judge_kernel"], judge.HELPER_FILE, "exec"), server)
     return server["serve"](codec, namespace)
 
 
@@ -174,7 +174,7 @@ def _learner_namespace(name: str, replace: dict[str, str] | None = None) -> dict
             source = cell.source
             for old, new in (replace or {}).items():
                 source = source.replace(old, new)
-            exec(source, namespace)
+            exec(compile(source, "<learner cell>", "exec"), namespace)
     return namespace
 
 
@@ -245,3 +245,28 @@ def test_a_read_only_input_stays_read_only_in_the_kernel():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         connection.ask({"op": "global", "name": "change"})(frozen)
+
+
+def test_a_random_generator_crosses_with_its_state_and_comes_back_advanced():
+    def draw(rng, gen):
+        return rng.integers(0, 100, size=3), torch.randint(0, 100, (3,), generator=gen)
+    connection = Local({"draw": draw})
+    rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(5)
+    got = connection.ask({"op": "global", "name": "draw"})(rng, gen)
+    rng_here, gen_here = np.random.default_rng(5), torch.Generator().manual_seed(5)
+    assert np.array_equal(got[0], rng_here.integers(0, 100, size=3))
+    assert torch.equal(got[1], torch.randint(0, 100, (3,), generator=gen_here))
+    # The grader's generators moved on exactly as far as the learner's draws took them.
+    assert rng.integers(1 << 30) == rng_here.integers(1 << 30)
+    assert torch.equal(torch.rand(2, generator=gen), torch.rand(2, generator=gen_here))
+
+
+def test_a_failure_shows_the_learners_frames_and_the_message_but_none_of_the_graders():
+    from autograder.checks import attention
+    namespace = _learner_namespace("02_attention", {"np.swapaxes(K, -1, -2)": "K.T"})
+    outputs, ok = judge.run_cell(_test_cells("02_attention")[0], attention, Local(namespace))
+    shown = "\n".join(outputs[-1]["traceback"])
+    assert not ok and "Your code raised an error" in shown and "K.T" in shown, shown
+    assert "CheckFailure: " in shown
+    for ours in ("coursetools", "autograder", "judge"):
+        assert ours not in shown, (ours, shown)

@@ -100,6 +100,18 @@ def test_grading_into_postgresql(postgres, tmp_path):
     # Feedback reads the same gradebook.
     pages = grading.generate_feedback(class_dir, NAME, db_url=url)
     assert set(pages) == set(kinds)
+    # So does `course export`: one row per student, their score in the assignment's column.
+    out = tmp_path / "export.csv"
+    done = subprocess.run([sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "export",
+                           "--class-dir", str(class_dir), "--db-url", url, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with open(out) as handle:
+        exported = {row["student"]: row for row in csv.DictReader(handle)}
+    assert set(exported) == set(kinds)
+    for r in results:
+        assert float(exported[r.student][NAME]) == r.score == float(exported[r.student]["total"])
+        assert float(exported[r.student]["max"]) == POINTS
 
 
 @pytest.mark.slow
