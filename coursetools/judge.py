@@ -42,7 +42,8 @@ from . import judge_codec
 # of values (arrays, tensors, text). A check that builds the learner's class, hands it a
 # model or a random generator, or trains through it needs the object itself, not a handle:
 # those assignments still run their checks in the kernel.
-JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "08_bpe", "09_positions",
+JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "05_modules", "06_multihead",
+                    "08_bpe", "09_positions",
                     "15_sampling", "17_retrieval"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
 # exercise's reference, the course's data): its kernel keeps these and no others.
@@ -98,13 +99,117 @@ def learner_error(types: list[str], message: str, remote_traceback: str) -> Base
     return error
 
 
+def _torch() -> Any:
+    import sys
+    return sys.modules.get("torch")
+
+
+def _fingerprint(tensor: Any) -> tuple:
+    grad = tensor.grad
+    return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), id(grad),
+            None if grad is None else grad._version)
+
+
+def _remote_node_class() -> Any:
+    """An autograd Function whose backward runs the learner's backward in the kernel."""
+    torch = _torch()
+
+    class RemoteNode(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, anchor, value, connection, number):
+            ctx.connection, ctx.number = connection, number
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            ctx.connection.ask({"op": "backward", "link": ctx.number,
+                                "grad": ctx.connection.encode(grad.detach())})
+            return None, None, None, None
+
+    return RemoteNode
+
+
 class Connection:
-    """Sends a request (JSON text) and returns the answer's text; subclasses say how."""
+    """Sends a request (JSON text) and returns the answer's text; subclasses say how.
+
+    Tensors are linked (see judge_kernel): each request carries the linked tensors this side
+    changed, each answer those the kernel changed, and both are written in place."""
 
     def ask_text(self, text: str) -> str:
         raise NotImplementedError
 
+    def _links(self) -> tuple[dict, dict, dict, list]:
+        try:
+            return self._link_objects, self._seen, self._link_of, self._dropped
+        except AttributeError:
+            self._link_objects: dict[int, Any] = {}   # number -> weakref to a local tensor
+            self._seen: dict[int, tuple] = {}
+            self._link_of: dict[int, int] = {}       # id(tensor) -> number
+            self._dropped: list[int] = []
+            self._next_link = -1
+            return self._link_objects, self._seen, self._link_of, self._dropped
+
+    def _register(self, tensor: Any, number: int) -> None:
+        import weakref
+        objects, seen, link_of, dropped = self._links()
+        key = id(tensor)
+
+        def forget(_ref: Any, number: int = number, key: int = key) -> None:
+            objects.pop(number, None)
+            seen.pop(number, None)
+            if link_of.get(key) == number:
+                del link_of[key]
+            dropped.append(number)
+        objects[number] = weakref.ref(tensor, forget)
+        link_of[key] = number
+        seen[number] = _fingerprint(tensor)
+
+    def _linked(self, tensor: Any) -> int | None:
+        objects, _, link_of, _ = self._links()
+        number = link_of.get(id(tensor))
+        if number is not None and objects.get(number, lambda: None)() is tensor:
+            return number
+        return None
+
+    def _outgoing(self) -> list:
+        objects, seen, _, _ = self._links()
+        updates = []
+        for number, ref in list(objects.items()):
+            tensor = ref()
+            if tensor is None:
+                continue
+            mark = _fingerprint(tensor)
+            if seen.get(number) != mark:
+                grad = None if tensor.grad is None else judge_codec.tensor_data(tensor.grad)
+                updates.append([number, judge_codec.tensor_data(tensor), grad])
+                seen[number] = mark
+        return updates
+
+    def _update(self, tensor: Any, data: dict, grad: Any) -> None:
+        torch = _torch()
+        fresh = judge_codec.tensor_from(data)
+        with torch.no_grad():
+            if fresh.shape == tensor.shape:
+                tensor.copy_(fresh.to(tensor.dtype))
+            else:
+                tensor.data = fresh
+        tensor.grad = None if grad is None else judge_codec.tensor_from(grad)
+
+    def _incoming(self, updates: Any) -> None:
+        objects, seen, _, _ = self._links()
+        for number, data, grad in updates if isinstance(updates, list) else []:
+            tensor = objects.get(int(number), lambda: None)()
+            if tensor is not None:
+                self._update(tensor, data, grad)
+                seen[int(number)] = _fingerprint(tensor)
+
     def ask(self, request: dict) -> Any:
+        _, _, _, dropped = self._links()
+        if _torch() is not None:
+            request = {**request, "grad_mode": _torch().is_grad_enabled(), "sync": self._outgoing()}
+        if dropped:
+            request = {**request, "drop": list(dropped)}
+            dropped.clear()
         answer = self.ask_text(json.dumps(request))
         try:
             data = json.loads(answer)
@@ -112,21 +217,80 @@ class Connection:
             raise KernelGone(f"the kernel answered the grader with something not JSON: {answer[:200]!r}") from exc
         if not isinstance(data, dict):
             raise KernelGone("the kernel answered the grader with something that is not an answer")
+        if data.get("sync"):
+            self._incoming(data["sync"])
         if "error" in data:
             error = data["error"]
             raise learner_error([str(t) for t in error.get("types", [])], str(error.get("message", "")),
                                 str(error.get("traceback", "")))
-        return judge_codec.decode(data.get("ok"), self.remote)
-
-    def remote(self, number: int, info: dict) -> "Remote":
-        return Remote(self, number, info)
+        return judge_codec.decode(data.get("ok"), _Incoming(self))
 
     def encode(self, value: Any) -> Any:
-        def handle(obj: Any) -> int:
-            if isinstance(obj, Remote):
-                return object.__getattribute__(obj, "_number")
-            raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
-        return judge_codec.encode(value, handle)
+        return judge_codec.encode(value, _Outgoing(self))
+
+
+class _Outgoing:
+    """The codec's hooks for what this side sends: handles stay handles, tensors are linked."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def __call__(self, obj: Any) -> int:
+        if isinstance(obj, Remote):
+            return object.__getattribute__(obj, "_number")
+        raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
+
+    def tensor(self, value: Any, data: Callable[[], dict]) -> dict:
+        connection = self.connection
+        number = connection._linked(value)
+        if number is not None:
+            return {"$link": number}
+        encoded = data()
+        if value.grad is not None:
+            encoded["g"] = judge_codec.tensor_data(value.grad)
+        connection._links()
+        number = connection._next_link
+        connection._next_link -= 1
+        encoded["link"] = number
+        connection._register(value, number)
+        return encoded
+
+
+class _Incoming:
+    """The codec's hooks for what this side receives."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def __call__(self, number: int, info: dict) -> "Remote":
+        return Remote(self.connection, number, info)
+
+    def tensor(self, data: dict) -> Any:
+        connection = self.connection
+        objects, seen, _, _ = connection._links()
+        number = data.get("link")
+        grad = data.get("g")
+        if not isinstance(number, int):
+            return judge_codec.tensor_from(data)
+        if data.get("node"):
+            # A result with a graph in the kernel: here a tensor whose backward runs it there.
+            torch = _torch()
+            value = judge_codec.tensor_from({**data, "rg": False, "p": False})
+            anchor = torch.zeros((), requires_grad=True)
+            return _remote_node_class().apply(anchor, value, connection, number)
+        existing = objects.get(number, lambda: None)()
+        if existing is not None:
+            connection._update(existing, data, grad)
+            seen[number] = _fingerprint(existing)
+            return existing
+        tensor = judge_codec.tensor_from(data)
+        if grad is not None:
+            tensor.grad = judge_codec.tensor_from(grad)
+        connection._register(tensor, number)
+        return tensor
+
+    def link(self, number: int) -> Any:
+        raise ValueError("the kernel refers to a tensor by number only when it is the grader's")
 
 
 class Remote:
@@ -147,6 +311,24 @@ class Remote:
 
     def _send(self, value: Any) -> Any:
         return object.__getattribute__(self, "_connection").encode(value)
+
+    @property
+    def __class__(self) -> type:  # noqa: F811 (isinstance() falls back to it)
+        """What isinstance() sees: `type` for a class of the learner's, else the nearest
+        library class of its type (nn.Module for a module of the learner's)."""
+        info = object.__getattribute__(self, "_info")
+        if info.get("cl"):
+            return type
+        bases = _library_classes(info.get("mro", []))
+        return bases[0] if bases else object
+
+    @property
+    def __bases__(self) -> tuple:
+        """For issubclass(): the library classes a class of the learner's derives from."""
+        info = object.__getattribute__(self, "_info")
+        if not info.get("cl"):
+            raise AttributeError("__bases__")
+        return tuple(_library_classes(info.get("mro", [])[1:])[:1]) or (object,)
 
     def __getattr__(self, name: str) -> Any:
         info = object.__getattribute__(self, "_info")
@@ -196,6 +378,28 @@ class Remote:
     def __str__(self) -> str:
         text = self._ask("str")
         return text if isinstance(text, str) else repr(self)
+
+
+# Where a class named by the kernel may be looked up here (never imported for it).
+LIBRARY_MODULES = ("torch", "numpy", "collections", "builtins")
+
+
+def _library_classes(mro: list) -> list[type]:
+    """The classes of `mro` (module, qualified name) that are library classes loaded here."""
+    import sys
+    found = []
+    for entry in mro if isinstance(mro, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+            continue
+        module, qualname = entry
+        if module.split(".")[0] not in LIBRARY_MODULES or module not in sys.modules:
+            continue
+        obj: Any = sys.modules[module]
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type) and (module != "builtins" or obj is object):
+            found.append(obj)
+    return found
 
 
 def write_back(mine: Any, theirs: Any) -> None:
@@ -283,6 +487,17 @@ class RemoteWatch:
             self.note(str(name))
 
 
+@contextlib.contextmanager
+def remote_rng(connection: Connection, seed: int | None):
+    """`_core.torch_seeded` in the kernel: its torch generator seeded (when `seed` is given)
+    for the inside, and given back afterwards."""
+    connection.ask({"op": "rng_push", "seed": seed})
+    try:
+        yield
+    finally:
+        connection.ask({"op": "rng_pop"})
+
+
 def global_names(source: str) -> list[str]:
     """The names a cell reads that it does not define and that are not built-ins."""
     tree = ast.parse(source)
@@ -336,6 +551,7 @@ def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dic
     namespace: dict[str, Any] = {"checks": checks, "__name__": "__course_judge__"}
     error: BaseException | None = None
     _core.REMOTE_WATCH = lambda forbidden: RemoteWatch(connection, forbidden)
+    _core.REMOTE_RNG = lambda seed: remote_rng(connection, seed)
     try:
         for name in global_names(source):
             if name != "checks":
@@ -353,7 +569,7 @@ def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dic
     except Exception as exc:  # the check's verdict, or the learner's error it did not catch
         error = exc
     finally:
-        _core.REMOTE_WATCH = None
+        _core.REMOTE_WATCH = _core.REMOTE_RNG = None
     outputs: list[dict] = []
     if printed.getvalue():
         outputs.append({"output_type": "stream", "name": "stdout", "text": printed.getvalue()})

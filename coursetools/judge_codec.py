@@ -69,6 +69,31 @@ def _unarray(data):
     return array
 
 
+def tensor_data(value):
+    """A tensor's values, dtype and kind (never its gradient or graph)."""
+    torch = _torch()
+    data = value.detach().cpu()
+    dtype = str(data.dtype).replace("torch.", "")
+    if data.dtype == torch.bfloat16:
+        data = data.float()
+    return {"$T": _array(data.numpy()), "dt": dtype, "rg": bool(value.requires_grad),
+            "p": isinstance(value, torch.nn.Parameter)}
+
+
+def tensor_from(data):
+    """The tensor of `tensor_data`'s output."""
+    torch = _torch()
+    if torch is None:
+        import torch
+    dtype = getattr(torch, str(data["dt"]), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"refused a tensor of dtype {data['dt']!r}")
+    tensor = torch.from_numpy(_unarray(data["$T"])).to(dtype)
+    if data.get("p"):
+        return torch.nn.Parameter(tensor, requires_grad=bool(data.get("rg")))
+    return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())
+
+
 def encode(value, handle, depth=0):
     """`value` as JSON-ready data; `handle(obj)` numbers what is not a plain value (or raises
     Unencodable)."""
@@ -89,12 +114,10 @@ def encode(value, handle, depth=0):
     np, torch = _np(), _torch()
     if torch is not None:
         if isinstance(value, torch.Tensor) and type(value) in (torch.Tensor, torch.nn.Parameter):
-            data = value.detach().cpu()
-            dtype = str(data.dtype).replace("torch.", "")
-            if data.dtype == torch.bfloat16:
-                data = data.float()
-            return {"$T": _array(data.numpy()), "dt": dtype, "rg": bool(value.requires_grad),
-                    "p": isinstance(value, torch.nn.Parameter)}
+            hook = getattr(handle, "tensor", None)
+            if hook is not None:  # the side's own bookkeeping: links, graph nodes, gradients
+                return hook(value, lambda: tensor_data(value))
+            return tensor_data(value)
         if isinstance(value, torch.Size):
             return {"$size": [int(n) for n in value]}
         if isinstance(value, torch.dtype):
@@ -145,16 +168,12 @@ def decode(data, unhandle, depth=0):
     if "$s" in data:
         return _unarray(data["$s"])[()]
     if "$T" in data:
-        torch = _torch()
-        if torch is None:
-            import torch
-        dtype = getattr(torch, str(data["dt"]), None)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"refused a tensor of dtype {data['dt']!r}")
-        tensor = torch.from_numpy(_unarray(data["$T"])).to(dtype)
-        if data.get("p"):
-            return torch.nn.Parameter(tensor, requires_grad=bool(data.get("rg")))
-        return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())
+        hook = getattr(unhandle, "tensor", None)
+        if hook is not None:
+            return hook(data)
+        return tensor_from(data)
+    if "$link" in data:
+        return unhandle.link(int(data["$link"]))
     if "$npgen" in data:
         np = _np()
         if data["$npgen"] not in BIT_GENERATORS:

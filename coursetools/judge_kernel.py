@@ -6,16 +6,124 @@ carries requests in and values out. Whatever it answers, the grader decides the 
 
 `serve(codec)` returns the function the grader calls through a Jupyter user expression:
 `__course_rpc__('<request as JSON>')`, whose text is the JSON answer.
+
+Tensors are linked: one sent either way keeps a number on both sides, and each request and
+answer carries the linked tensors that changed since (values and gradients), so that an
+optimizer of the learner's stepping the grader's parameters, or a backward pass through the
+learner's module, is seen on the other side as if both were one process. A tensor with a
+graph here becomes, on the grader's side, one whose backward asks for `backward` here.
 """
 
 
 def serve(codec, namespace=None):
     """`namespace`: where the learner's names live (the IPython user namespace if None)."""
     import json
+    import sys
     import traceback
 
     handles = {}
     watching = []  # the grader's watch for forbidden shortcuts, while it is on
+    links = {}     # number -> tensor or array shared with the grader
+    seen = {}      # number -> its fingerprint when last in step with the grader
+    link_of = {}   # id(tensor) -> number
+    rng_states = []
+
+    def torch_module():
+        return sys.modules.get("torch")
+
+    def fingerprint(tensor):
+        grad = tensor.grad
+        return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), id(grad),
+                None if grad is None else grad._version)
+
+    def link(obj, number=None):
+        if id(obj) in link_of and links.get(link_of[id(obj)]) is obj:
+            return link_of[id(obj)]
+        if number is None:
+            number = len(links) + 1
+            while number in links:
+                number += 1
+        links[number] = obj
+        link_of[id(obj)] = number
+        return number
+
+    class Side:
+        """The codec's hooks on this side: handles for objects, links for tensors."""
+
+        def __call__(self, obj):  # a handle for what is not a plain value
+            number = len(handles) + 1
+            handles[number] = obj
+            cls = obj if isinstance(obj, type) else type(obj)
+            info = {"$r": number, "ty": type(obj).__name__, "ca": callable(obj),
+                    "cl": isinstance(obj, type),
+                    "mro": [[c.__module__, c.__qualname__] for c in getattr(cls, "__mro__", ())][:32]}
+            try:
+                info["n"] = str(getattr(obj, "__name__", ""))[:200]
+            except Exception:
+                pass
+            return info
+
+        def tensor(self, value, data):
+            encoded = data()
+            encoded["link"] = link(value)
+            if value.grad is not None:
+                encoded["g"] = codec.tensor_data(value.grad)
+            if value.grad_fn is not None:
+                encoded["node"] = True
+            seen[encoded["link"]] = fingerprint(value)
+            return encoded
+
+    side = Side()
+
+    def from_grader(data):
+        """A tensor the grader sends, new (with the grader's number) or one of ours."""
+        tensor = codec.tensor_from(data)
+        if "g" in data:
+            tensor.grad = codec.tensor_from(data["g"])
+        if "link" in data:
+            link(tensor, int(data["link"]))
+            seen[int(data["link"])] = fingerprint(tensor)
+        return tensor
+
+    class Unhandle:
+        def __call__(self, number, data):
+            return handles[number]
+
+        def tensor(self, data):
+            return from_grader(data)
+
+        def link(self, number):
+            return links[number]
+
+    unhandle = Unhandle()
+
+    def decode(data):
+        return codec.decode(data, unhandle)
+
+    def apply_sync(updates):
+        torch = torch_module()
+        for number, data, grad in updates:
+            target = links.get(int(number))
+            if target is None:
+                continue
+            fresh = codec.tensor_from(data)
+            with torch.no_grad():
+                if fresh.shape == target.shape:
+                    target.copy_(fresh)
+                else:
+                    target.data = fresh
+            target.grad = None if grad is None else codec.tensor_from(grad)
+            seen[int(number)] = fingerprint(target)
+
+    def changed():
+        updates = []
+        for number, tensor in list(links.items()):
+            mark = fingerprint(tensor)
+            if seen.get(number) != mark:
+                grad = None if tensor.grad is None else codec.tensor_data(tensor.grad)
+                updates.append([number, codec.tensor_data(tensor), grad])
+                seen[number] = mark
+        return updates
 
     def start_watch(specs):
         import importlib
@@ -42,20 +150,6 @@ def serve(codec, namespace=None):
         with watching[0]:
             return operation()
 
-    def handle(obj):
-        number = len(handles) + 1
-        handles[number] = obj
-        info = {"$r": number, "ty": type(obj).__name__, "ca": callable(obj),
-                "cl": isinstance(obj, type)}
-        try:
-            info["n"] = str(getattr(obj, "__name__", ""))[:200]
-        except Exception:
-            pass
-        return info
-
-    def unhandle(number, _data):
-        return handles[number]
-
     def user_namespace():
         if namespace is not None:
             return namespace
@@ -66,13 +160,18 @@ def serve(codec, namespace=None):
         op = request["op"]
         if op == "global":
             name = request["name"]
-            namespace = user_namespace()
-            if name not in namespace:
+            names = user_namespace()
+            if name not in names:
                 raise NameError(f"name '{name}' is not defined")
-            return namespace[name]
+            return names[name]
         if op == "release":
-            for number in request["ids"]:
+            for number in request.get("ids", []):
                 handles.pop(number, None)
+            for number in request.get("links", []):
+                obj = links.pop(number, None)
+                seen.pop(number, None)
+                if obj is not None and link_of.get(id(obj)) == number:
+                    del link_of[id(obj)]
             return None
         if op == "watch_start":
             return start_watch(request["forbidden"])
@@ -80,12 +179,30 @@ def serve(codec, namespace=None):
             used = list(watching[0].used) if watching else []
             watching.clear()
             return used
+        if op == "rng_push":
+            torch = torch_module()
+            if torch is not None:
+                rng_states.append(torch.get_rng_state())
+                if request.get("seed") is not None:
+                    torch.manual_seed(int(request["seed"]))
+            return None
+        if op == "rng_pop":
+            torch = torch_module()
+            if torch is not None and rng_states:
+                torch.set_rng_state(rng_states.pop())
+            return None
+        if op == "backward":
+            torch = torch_module()
+            output = links[int(request["link"])]
+            gradient = decode(request["grad"])
+            torch.autograd.backward(output, gradient, retain_graph=True)
+            return None
         target = handles[request["target"]]
+        value = lambda key: decode(request[key])  # noqa: E731
         if op == "watch_look":
             if watching:
                 watching[0].look_at(target)
             return None
-        value = lambda key: codec.decode(request[key], unhandle)  # noqa: E731
         if op == "getattr":
             return watched(lambda: getattr(target, request["name"]))
         if op == "setattr":
@@ -122,9 +239,14 @@ def serve(codec, namespace=None):
             return repr(target)[:2000]
         if op == "str":
             return str(target)[:2000]
-        if op == "isinstance":
-            return isinstance(target, value("cls"))
         raise ValueError(f"unknown request {op!r}")
+
+    def in_grad_mode(request, operation):
+        torch = torch_module()
+        if torch is None or "grad_mode" not in request:
+            return operation()
+        with torch.set_grad_enabled(bool(request["grad_mode"])):
+            return operation()
 
     class Answer:
         """Shown by IPython as its text exactly: the JSON of the answer."""
@@ -137,8 +259,15 @@ def serve(codec, namespace=None):
 
     def rpc(text):
         try:
-            result = run(json.loads(text))
-            return Answer(json.dumps({"ok": codec.encode(result, handle)}))
+            request = json.loads(text)
+            for number in request.get("drop", []):
+                obj = links.pop(number, None)
+                seen.pop(number, None)
+                if obj is not None and link_of.get(id(obj)) == number:
+                    del link_of[id(obj)]
+            apply_sync(request.get("sync", []))
+            result = codec.encode(in_grad_mode(request, lambda: run(request)), side)
+            return Answer(json.dumps({"ok": result, "sync": changed()}))
         except BaseException as error:  # the learner's error, carried back as data
             names = [cls.__name__ for cls in type(error).__mro__]
             # The learner's frames only, as the checks show them in a kernel: this helper
@@ -147,7 +276,11 @@ def serve(codec, namespace=None):
                       if f.filename != "<course-judge>" and "/autograder/" not in f.filename]
             shown = "".join(traceback.format_list(frames)
                             + traceback.format_exception_only(type(error), error))
+            try:
+                sync = changed()
+            except Exception:
+                sync = []
             return Answer(json.dumps({"error": {"types": names, "message": str(error)[:4000],
-                                                "traceback": shown[-8000:]}}))
+                                                "traceback": shown[-8000:]}, "sync": sync}))
 
     return rpc

@@ -525,8 +525,9 @@ def watch_calls(forbidden: dict) -> Watch:
 
 
 # Set by the grader while it runs a check outside the learner's kernel (coursetools/judge.py):
-# the learner's code runs in the kernel, so the watch must run there too.
+# the learner's code runs in the kernel, so the watch and torch's seeding must act there too.
 REMOTE_WATCH: Callable[[dict], Any] | None = None
+REMOTE_RNG: Callable[[int | None], Any] | None = None
 
 
 @contextlib.contextmanager
@@ -574,7 +575,11 @@ def torch_seeded(seed: int | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        yield
+        if REMOTE_RNG is None:
+            yield
+        else:  # the learner's code runs in another process: seed (and restore) it there too
+            with REMOTE_RNG(seed):
+                yield
 
 
 @contextlib.contextmanager
