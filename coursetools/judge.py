@@ -11,9 +11,18 @@ a request into the kernel (judge_kernel.py) and brings back plain data (judge_co
 The kernel sees the inputs and computes outputs; it never sees the check, the reference or
 the hidden cases' expected values, and what it answers can only be judged.
 
+Arrays and tensors sent either way stay linked: an optimizer of the learner's that updates
+the grader's parameters in place, or a backward pass that fills gradients, is seen on the
+other side at the next request. A kernel result with a graph becomes here a tensor whose
+backward runs the learner's backward there (RemoteNode), so a check's gradient comparisons
+work unchanged. torch's seeding (`_core.torch_seeded`), grad mode and the watch for library
+shortcuts (`_core.watch_calls`) follow the check into the kernel. A handle on a learner's
+class passes `isinstance(cls, type)` and `issubclass(cls, nn.Module)` through the library
+classes of its MRO (`__class__`, `__bases__`), never by running anything here.
+
 The cell's printed lines and any failure become the cell's outputs, exactly as if it had
 run in the kernel, so nbgrader scores it as before. The kernel of a judged assignment
-mounts neither `llmref` nor the real checks (sandbox.judged_kernel_hides): a stub tells a
+mounts neither `llmref` nor the real checks (sandbox.judged_kernel_covers): a stub tells a
 learner who calls a check there that the grader runs it.
 
 An assignment is judged when every check of its test cells behaves the same through
@@ -38,11 +47,10 @@ from typing import Any, Callable
 
 from . import judge_codec
 
-# Assignments whose test cells the grader runs itself: those whose learners write functions
-# of values (arrays, tensors, text). A check that builds the learner's class, hands it a
-# model or a random generator, or trains through it needs the object itself, not a handle:
-# those assignments still run their checks in the kernel.
-JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "05_modules", "06_multihead",
+# Assignments whose test cells the grader runs itself. A check that hands the learner's code
+# an object of its own (a reference model, a scripted stand-in, a config dataclass, a Path)
+# cannot run this way: those assignments still run their checks in the kernel.
+JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules", "06_multihead",
                     "08_bpe", "09_positions",
                     "15_sampling", "17_retrieval"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
@@ -66,8 +74,15 @@ def __course_boot():
     exec(compile({SOURCES['judge_kernel']!r}, {HELPER_FILE!r}, "exec"), server)
     return server["serve"](codec)
 __course_rpc__ = __course_boot()
+__course_serve__ = __course_rpc__.session
 del __course_boot
 """
+# The largest answer the grader reads from a kernel.
+MAX_ANSWER_BYTES = 512 << 20
+
+
+# In every message of a kernel that answered the grader wrongly (sandbox.explain_failure).
+BROKEN = "broke the grader's connection"
 
 
 class KernelGone(RuntimeError):
@@ -105,7 +120,9 @@ def _torch() -> Any:
 
 
 def _fingerprint(tensor: Any) -> tuple:
-    grad = tensor.grad
+    if not hasattr(tensor, "grad_fn"):  # a NumPy array: its bytes
+        return (tensor.shape, tensor.dtype.str, hash(tensor.tobytes()))
+    grad = tensor.grad if tensor.is_leaf else None
     return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), id(grad),
             None if grad is None else grad._version)
 
@@ -180,12 +197,22 @@ class Connection:
                 continue
             mark = _fingerprint(tensor)
             if seen.get(number) != mark:
-                grad = None if tensor.grad is None else judge_codec.tensor_data(tensor.grad)
-                updates.append([number, judge_codec.tensor_data(tensor), grad])
+                if not hasattr(tensor, "grad_fn"):
+                    updates.append([number, judge_codec.array_data(tensor), None])
+                else:
+                    grad = tensor.grad if tensor.is_leaf else None
+                    grad = None if grad is None else judge_codec.tensor_data(grad)
+                    updates.append([number, judge_codec.tensor_data(tensor), grad])
                 seen[number] = mark
         return updates
 
     def _update(self, tensor: Any, data: dict, grad: Any) -> None:
+        if not hasattr(tensor, "grad_fn"):
+            import numpy as np
+            fresh = judge_codec.array_from(data)
+            if fresh.shape == tensor.shape and tensor.flags.writeable:
+                np.copyto(tensor, fresh, casting="unsafe")
+            return
         torch = _torch()
         fresh = judge_codec.tensor_from(data)
         with torch.no_grad():
@@ -205,8 +232,9 @@ class Connection:
 
     def ask(self, request: dict) -> Any:
         _, _, _, dropped = self._links()
+        request = {**request, "sync": self._outgoing()}
         if _torch() is not None:
-            request = {**request, "grad_mode": _torch().is_grad_enabled(), "sync": self._outgoing()}
+            request["grad_mode"] = _torch().is_grad_enabled()
         if dropped:
             request = {**request, "drop": list(dropped)}
             dropped.clear()
@@ -214,9 +242,9 @@ class Connection:
         try:
             data = json.loads(answer)
         except ValueError as exc:
-            raise KernelGone(f"the kernel answered the grader with something not JSON: {answer[:200]!r}") from exc
+            raise KernelGone(f"{BROKEN}: the kernel answered the grader with something not JSON: {answer[:200]!r}") from exc
         if not isinstance(data, dict):
-            raise KernelGone("the kernel answered the grader with something that is not an answer")
+            raise KernelGone(f"{BROKEN}: the kernel answered the grader with something that is not an answer")
         if data.get("sync"):
             self._incoming(data["sync"])
         if "error" in data:
@@ -246,8 +274,21 @@ class _Outgoing:
         if number is not None:
             return {"$link": number}
         encoded = data()
-        if value.grad is not None:
+        if value.is_leaf and value.grad is not None:
             encoded["g"] = judge_codec.tensor_data(value.grad)
+        connection._links()
+        number = connection._next_link
+        connection._next_link -= 1
+        encoded["link"] = number
+        connection._register(value, number)
+        return encoded
+
+    def array(self, value: Any, data: Callable[[], dict]) -> dict:
+        connection = self.connection
+        number = connection._linked(value)
+        if number is not None:
+            return {"$link": number}
+        encoded = data()
         connection._links()
         number = connection._next_link
         connection._next_link -= 1
@@ -342,7 +383,7 @@ class Remote:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         answer = self._ask("call", args=self._send(args), kwargs=self._send(kwargs))
         if not isinstance(answer, dict) or set(answer) != {"result", "args", "kwargs"}:
-            raise KernelGone("the kernel answered a call with something that is not a call's answer")
+            raise KernelGone(f"{BROKEN}: the kernel answered a call with something that is not a call's answer")
         write_back(args, answer["args"])
         write_back(kwargs, answer["kwargs"])
         return answer["result"]
@@ -579,12 +620,16 @@ def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dic
 
 
 class KernelConnection(Connection):
-    """Requests through a Jupyter kernel client: each is the user expression
-    `__course_rpc__(text)`, whose value's text is the answer. Called from a thread while the
-    kernel client lives on `loop`."""
+    """Requests to a Jupyter kernel over a Unix socket in the kernel's own folder.
+
+    For each test cell the grader listens on the socket and asks the kernel, in one execute
+    request, to run `__course_serve__(path)`: the kernel's main thread then answers requests
+    on it (`judge_kernel.serve`) until the grader sends "done", and the execute request
+    ends. A request costs a socket round trip, not a Jupyter message."""
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop, alive: Callable[[], Any]):
         self.client, self.loop, self.alive = client, loop, alive
+        self.socket: Any = None
 
     async def _reply(self, msg_id: str) -> dict:
         while True:
@@ -614,38 +659,104 @@ class KernelConnection(Connection):
             raise KernelGone("the grader could not start its helper in the kernel: "
                              + str(reply["content"].get("evalue", ""))[:200])
 
-    async def _ask(self, text: str) -> str:
-        msg_id = self.client.execute("", silent=True, store_history=False,
-                                     user_expressions={"r": f"__course_rpc__({text!r})"})
-        reply = await self._reply(msg_id)
-        result = reply["content"].get("user_expressions", {}).get("r", {})
-        if result.get("status") != "ok":
-            raise KernelGone("the kernel did not answer the grader (was __course_rpc__ replaced?): "
-                             + str(result.get("evalue", ""))[:200])
-        text = result.get("data", {}).get("text/plain", "")
-        if not isinstance(text, str):
-            raise KernelGone("the kernel answered the grader with something that is not text")
-        return text
+    async def open(self, folder: Path) -> str:
+        """Start the kernel's session on a socket in `folder`; return the execute request's id."""
+        import socket
+        path = folder / "judge.sock"
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            path.chmod(0o777)  # the kernel's user in its namespace is not the grader's
+            listener.listen(1)
+            listener.setblocking(False)
+            msg_id = self.client.execute(f"__course_serve__({str(path)!r})", silent=True,
+                                         store_history=False)
+            while True:
+                try:
+                    self.socket, _ = listener.accept()
+                    break
+                except BlockingIOError:
+                    pass
+                try:  # the kernel answered without connecting: its helper is gone
+                    reply = await self.client.shell_channel.get_msg(timeout=0.005)
+                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                        raise KernelGone(f"{BROKEN}: the kernel did not start the grader's session: "
+                                         + str(reply["content"].get("evalue", ""))[:200])
+                except queue.Empty:
+                    pass
+                if not await self.alive():
+                    raise KernelGone("the kernel stopped while the grader was checking")
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
+        self.socket.setblocking(True)
+        return msg_id
+
+    async def close(self, msg_id: str) -> None:
+        """End the kernel's session and wait for its execute request to end."""
+        import struct
+        try:
+            self.socket.sendall(struct.pack("!Q", 4) + b"done")
+        except OSError:
+            pass
+        self.socket.close()
+        await self._reply(msg_id)
+
+    def _read(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.socket.recv(min(size - len(data), 1 << 20))
+            if not chunk:
+                raise KernelGone("the kernel stopped while the grader was checking")
+            data += chunk
+        return bytes(data)
 
     def ask_text(self, text: str) -> str:
-        return asyncio.run_coroutine_threadsafe(self._ask(text), self.loop).result()
+        import struct
+        payload = text.encode()
+        try:
+            self.socket.sendall(struct.pack("!Q", len(payload)) + payload)
+            (size,) = struct.unpack("!Q", self._read(8))
+        except OSError as exc:
+            raise KernelGone("the kernel stopped while the grader was checking") from exc
+        if size > MAX_ANSWER_BYTES:
+            raise KernelGone(f"{BROKEN}: the kernel answered with {size} bytes")
+        return self._read(size).decode("utf-8", errors="replace")
 
 
 class NotebookJudge:
-    """Runs the test cells of one notebook in the grader, against one kernel."""
+    """Runs the test cells of one notebook in the grader, against one kernel. `trusted`: the
+    source of each test cell (grade id -> source) as the gradebook holds it; only those run
+    here, never what a submission wrote."""
 
-    def __init__(self, checks_module: str):
+    def __init__(self, checks_module: str, trusted: dict[str, str]):
         self.checks = importlib.import_module(f"autograder.checks.{checks_module}")
+        self.trusted = trusted
         self.booted_for: Any = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
-    async def run(self, cell: dict, client: Any, alive: Callable[[], Any]) -> bool:
+    async def run(self, cell: dict, client: Any, alive: Callable[[], Any], folder: Path) -> bool:
+        """Run a test cell here; `folder`: the kernel's own, where the session's socket goes."""
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if self.trusted.get(grade_id) != cell.get("source"):
+            # nbgrader restores every test cell it knows; one it put back commented out (the
+            # learner deleted it) or one it does not know earns nothing, and runs nowhere.
+            cell["outputs"] = [_as_node(_error_output(RuntimeError(
+                "This test cell is not the assignment's (it was deleted, or added): it earns no "
+                "points. Start from the released notebook to keep its test cells.")))]
+            return False
         loop = asyncio.get_running_loop()
         connection = KernelConnection(client, loop, alive)
         if self.booted_for is not client:
             await connection.boot()
             self.booted_for = client
-        outputs, ok = await loop.run_in_executor(self._pool, run_cell, cell["source"], self.checks, connection)
+        msg_id = await connection.open(folder)
+        try:
+            outputs, ok = await loop.run_in_executor(self._pool, run_cell, cell["source"], self.checks,
+                                                     connection)
+        finally:
+            await connection.close(msg_id)
         cell["outputs"] = [_as_node(o) for o in outputs]
         return ok
 
@@ -658,9 +769,29 @@ def _as_node(output: dict) -> Any:
     return nbformat.from_dict(output)
 
 
-def judge_for(assignment: str, cells: list) -> NotebookJudge | None:
-    """The judge of a notebook of `assignment`, or None if its checks run in the kernel."""
-    if assignment not in JUDGED:
+def trusted_test_cells(db_url: str, notebook: str, assignment: str) -> dict[str, str]:
+    """grade id -> source of the notebook's test cells, from the gradebook (where nbgrader's
+    assignment registration put them), as nbgrader's own OverwriteCells reads them."""
+    from nbgrader.api import Gradebook
+    with Gradebook(db_url) as gradebook:
+        source = gradebook.find_notebook(notebook, assignment)
+        graded = {cell.name for cell in source.grade_cells}
+        solutions = {cell.name for cell in source.solution_cells}
+        return {cell.name: cell.source for cell in source.source_cells
+                if cell.name in graded and cell.name not in solutions}
+
+
+def judge_for(resources: dict, cells: list) -> NotebookJudge | None:
+    """The judge of a notebook (nbgrader's `resources` say which), or None if its checks run
+    in the kernel."""
+    info = (resources or {}).get("nbgrader") or {}
+    if info.get("assignment") not in JUDGED:
         return None
-    module = checks_module_name(cells)
-    return NotebookJudge(module) if module else None
+    trusted = trusted_test_cells(info["db_url"], info["notebook"], info["assignment"])
+    # The check module, from the locked set-up cell as the gradebook holds it.
+    from nbgrader.api import Gradebook
+    with Gradebook(info["db_url"]) as gradebook:
+        setup = [{"cell_type": "code", "source": c.source}
+                 for c in gradebook.find_notebook(info["notebook"], info["assignment"]).source_cells]
+    module = checks_module_name(setup)
+    return NotebookJudge(module, trusted) if module else None

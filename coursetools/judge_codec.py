@@ -51,6 +51,16 @@ def _array(array):
     return data
 
 
+def array_from(data):
+    """The array of an encoded array (public name for the sides' hooks)."""
+    return _unarray(data)
+
+
+def array_data(array):
+    """An array encoded (public name for the sides' hooks)."""
+    return _array(array)
+
+
 def _unarray(data):
     np = _np()
     dtype = np.dtype(data["dt"])
@@ -129,6 +139,9 @@ def encode(value, handle, depth=0):
             return {"$npgen": type(value.bit_generator).__name__,
                     "state": encode(value.bit_generator.state, handle, depth + 1)}
         if type(value) is np.ndarray:
+            hook = getattr(handle, "array", None)
+            if hook is not None:
+                return hook(value, lambda: _array(value))
             return _array(value)
         if isinstance(value, np.generic) and type(value).__module__ == "numpy":
             return {"$s": _array(np.asarray(value))}
@@ -164,7 +177,8 @@ def decode(data, unhandle, depth=0):
     if "$d" in data:
         return {decode(k, unhandle, depth + 1): decode(v, unhandle, depth + 1) for k, v in data["$d"]}
     if "$a" in data:
-        return _unarray(data)
+        hook = getattr(unhandle, "array", None)
+        return hook(data) if hook is not None else _unarray(data)
     if "$s" in data:
         return _unarray(data["$s"])[()]
     if "$T" in data:

@@ -189,8 +189,7 @@ class CourseExecute(Execute):
         self.judge: judge.NotebookJudge | None = None
 
     def preprocess(self, nb, resources=None, km=None):
-        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
-        self.judge = judge.judge_for(assignment, nb.cells)
+        self.judge = judge.judge_for(resources, nb.cells)
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -203,7 +202,7 @@ class CourseExecute(Execute):
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         _record_cell(cell, cell_index)
         try:
-            await self.judge.run(cell, self.kc, self.km.is_alive)
+            await self.judge.run(cell, self.kc, self.km.is_alive, Path(self.km.connection_file).parent)
         except judge.KernelGone as gone:
             raise DeadKernelError(str(gone)) from gone
         return cell

@@ -235,6 +235,9 @@ def explain_failure(output: str, running: dict, memory_gb: float) -> str:
     was executing (describe_cell)."""
     where = describe_cell(running)
     at = f" in {where}" if where else ""
+    if "broke the grader's connection" in output:  # judge.BROKEN
+        return ("your notebook broke the grader's connection to it (your code replaced or removed "
+                f"`__course_rpc__`, through which the grader calls your functions){at}")
     if "DeadKernelError" in output or "Kernel died" in output:
         if any(sign in output for sign in ("MemoryError", "std::bad_alloc", "Cannot allocate memory",
                                           "out of memory")):

@@ -29,6 +29,7 @@ from typing import Callable, Union
 import nbformat
 from nbformat import NotebookNode
 
+from coursetools.judge import JUDGED
 from exercise_tools import read, release_path, solution_path, with_cells
 from mistakes import Mistake, for_exercise
 
@@ -207,6 +208,12 @@ checks = _Pass()
 '''
 
 # Every later cell is wrapped in try/except before it runs, and what still escapes is not shown.
+# The grader calls a judged notebook's functions through `__course_rpc__`: replace it.
+HIJACK_JUDGE = '''
+def _hijack():
+    get_ipython().user_ns["__course_serve__"] = lambda path: "full marks, please"
+'''
+
 PATCHED_SHELL = '''
 _shell = get_ipython()
 def _swallow(lines):
@@ -497,6 +504,10 @@ def cases(s: Setting) -> list[Case]:
         Case("noop_checks_module", stub_plus(NOOP_CHECKS), zero),
         Case("rebind_checks_name", stub_plus(REBIND_CHECKS), zero),
         Case("patched_shell", stub_plus(PATCHED_SHELL), zero),
+        Case("hijack_judge", lambda release, cells: with_cells(
+            release, {list(cells)[-1]: _forged(cells, HIJACK_JUDGE, "_hijack()"),
+                      **{k: "" for k in list(cells)[:-1]}}),
+             Expect(Expect.ZERO, "broke the grader's connection" if name in JUDGED else "")),
         Case("patch_reference", lambda release, cells: _appended(
             release, mistake, PATCH_REFERENCE.format(names=list(defined_names(cells)),
                                                      module=_library_module(release))),

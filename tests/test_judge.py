@@ -157,7 +157,7 @@ def test_an_answer_that_is_not_json_means_the_kernel_is_gone():
     class Broken(judge.Connection):
         def ask_text(self, text):
             return "<function forged at 0x1>"
-    with pytest.raises(judge.KernelGone, match="not JSON"):
+    with pytest.raises(judge.KernelGone, match="broke the grader.s connection: .*not JSON"):
         Broken().ask({"op": "global", "name": "x"})
 
 
@@ -270,3 +270,73 @@ def test_a_failure_shows_the_learners_frames_and_the_message_but_none_of_the_gra
     assert "CheckFailure: " in shown
     for ours in ("coursetools", "autograder", "judge"):
         assert ours not in shown, (ours, shown)
+
+
+class _Scale(torch.nn.Module):
+    """A learner's module: y = x * w, with a parameter w."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(1.0, n + 1))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_a_learners_class_is_a_class_and_a_module_to_the_checks():
+    from autograder.checks._core import expect_class
+    remote = Local({"Scale": _Scale}).ask({"op": "global", "name": "Scale"})
+    assert isinstance(remote, type) and issubclass(remote, torch.nn.Module)
+    assert expect_class(remote, "Scale", base=torch.nn.Module) is remote
+    built = remote(3)
+    assert isinstance(built, torch.nn.Module) and not isinstance(built, type)
+    function = Local({"f": len}).ask({"op": "global", "name": "f"})
+    with pytest.raises(Exception, match="to be a class"):
+        expect_class(function, "f")
+
+
+def test_a_kernel_can_name_only_library_classes_loaded_here():
+    mro = [["__main__", "Scale"], ["os", "system"], ["llmref.attention", "Anything"],
+           ["subprocess", "Popen"], ["torch.nn.modules.module", "Module"], ["builtins", "object"],
+           ["builtins", "eval"], "junk", ["torch", 3]]
+    assert judge._library_classes(mro) == [torch.nn.Module, object]
+
+
+def test_backward_through_a_learners_module_fills_its_gradients_and_the_inputs():
+    connection = Local({"Scale": _Scale})
+    module = connection.ask({"op": "global", "name": "Scale"})(3)
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    out = module(x)
+    assert out.grad_fn is not None and torch.equal(out.detach(), torch.tensor([1.0, 4.0, 9.0]))
+    (out * torch.tensor([1.0, 10.0, 100.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([1.0, 20.0, 300.0]))        # d/dx = w * g
+    grads = {name: p.grad for name, p in module.named_parameters()}
+    assert torch.equal(grads["w"], torch.tensor([1.0, 20.0, 300.0]))    # d/dw = x * g
+    with torch.no_grad():
+        assert module(x).grad_fn is None  # grad mode follows the check into the kernel
+
+
+def test_a_learners_optimizer_updates_the_graders_tensors_and_arrays_in_place():
+    class SGD:
+        def __init__(self, params, lr):
+            self.params, self.lr = list(params), lr
+
+        def step(self, grads=None):
+            for i, p in enumerate(self.params):
+                if isinstance(p, np.ndarray):
+                    p -= self.lr * grads[i]
+                else:
+                    with torch.no_grad():
+                        p -= self.lr * p.grad
+
+    connection = Local({"SGD": SGD})
+    weight = torch.nn.Parameter(torch.ones(2))
+    weight.grad = torch.tensor([1.0, 2.0])
+    array = np.ones(3)
+    optimizer = connection.ask({"op": "global", "name": "SGD"})([weight, array], lr=0.5)
+    optimizer.step([None, np.array([2.0, 2.0, 2.0])])
+    assert torch.equal(weight.detach(), torch.tensor([0.5, 0.0]))
+    assert np.array_equal(array, [0.0, 0.0, 0.0])
+    weight.grad = torch.tensor([1.0, 1.0])  # changed here: the kernel sees it at the next step
+    optimizer.step([None, np.zeros(3)])
+    assert torch.equal(weight.detach(), torch.tensor([0.0, -0.5]))
