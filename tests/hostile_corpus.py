@@ -365,9 +365,9 @@ def _like(args):
 '''
 
 
-def _forged(cells: dict[str, str], header: str, value: str) -> str:
+def _forged(cells: dict[str, str], header: str, value: str, init: str = "") -> str:
     """A cell defining every function and class of the solution so that they return `value`
-    (an expression of `args`), with `header` before them."""
+    (an expression of `args`), with `header` before them; a class also runs `init` when built."""
     parts = [header.strip()]
     for name, node in defined_names(cells).items():
         if isinstance(node, ast.FunctionDef):
@@ -377,6 +377,7 @@ def _forged(cells: dict[str, str], header: str, value: str) -> str:
             parts.append(f"class {name}({bases}):\n"
                          "    def __init__(self, *args, **kwargs):\n"
                          "        super().__init__()\n"
+                         + (f"        {init}\n" if init else "") +
                          "    def load_state_dict(self, *args, **kwargs):\n"
                          "        return None\n"
                          "    def forward(self, *args, **kwargs):\n"
@@ -505,7 +506,7 @@ def cases(s: Setting) -> list[Case]:
         Case("rebind_checks_name", stub_plus(REBIND_CHECKS), zero),
         Case("patched_shell", stub_plus(PATCHED_SHELL), zero),
         Case("hijack_judge", lambda release, cells: with_cells(
-            release, {list(cells)[-1]: _forged(cells, HIJACK_JUDGE, "_hijack()"),
+            release, {list(cells)[-1]: _forged(cells, HIJACK_JUDGE, "_hijack()", init="_hijack()"),
                       **{k: "" for k in list(cells)[:-1]}}),
              Expect(Expect.ZERO, "broke the grader's connection" if name in JUDGED else "")),
         Case("patch_reference", lambda release, cells: _appended(
