@@ -163,6 +163,7 @@ class Connection:
             self._seen: dict[int, tuple] = {}
             self._link_of: dict[int, int] = {}       # id(tensor) -> number
             self._dropped: list[int] = []
+            self._dropped_nodes: list[int] = []
             self._next_link = -1
             return self._link_objects, self._seen, self._link_of, self._dropped
 
@@ -238,6 +239,9 @@ class Connection:
         if dropped:
             request = {**request, "drop": list(dropped)}
             dropped.clear()
+        if self._dropped_nodes:
+            request["drop_nodes"] = list(self._dropped_nodes)
+            self._dropped_nodes.clear()
         answer = self.ask_text(json.dumps(request))
         try:
             data = json.loads(answer)
@@ -318,7 +322,10 @@ class _Incoming:
             torch = _torch()
             value = judge_codec.tensor_from({**data, "rg": False, "p": False})
             anchor = torch.zeros((), requires_grad=True)
-            return _remote_node_class().apply(anchor, value, connection, number)
+            result = _remote_node_class().apply(anchor, value, connection, number)
+            import weakref
+            weakref.finalize(result, connection._dropped_nodes.append, number)
+            return result
         existing = objects.get(number, lambda: None)()
         if existing is not None:
             connection._update(existing, data, grad)
@@ -732,6 +739,8 @@ class NotebookJudge:
 
     def __init__(self, checks_module: str, trusted: dict[str, str]):
         self.checks = importlib.import_module(f"autograder.checks.{checks_module}")
+        if _torch() is not None:
+            _torch().set_num_threads(1)  # see pool.start_worker
         self.trusted = trusted
         self.booted_for: Any = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")

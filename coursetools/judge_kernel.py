@@ -24,6 +24,7 @@ def serve(codec, namespace=None):
     handles = {}
     watching = []  # the grader's watch for forbidden shortcuts, while it is on
     links = {}     # number -> tensor or array shared with the grader
+    nodes = {}     # number -> a result with a graph, kept for the grader's backward requests
     seen = {}      # number -> its fingerprint when last in step with the grader
     link_of = {}   # id(tensor) -> number
     rng_states = []
@@ -67,11 +68,16 @@ def serve(codec, namespace=None):
 
         def tensor(self, value, data):
             encoded = data()
+            if value.grad_fn is not None:  # not linked: nothing changes it but a backward here
+                number = len(nodes) + 1
+                while number in nodes:
+                    number += 1
+                nodes[number] = value
+                encoded["link"], encoded["node"] = number, True
+                return encoded
             encoded["link"] = link(value)
             if value.is_leaf and value.grad is not None:
                 encoded["g"] = codec.tensor_data(value.grad)
-            if value.grad_fn is not None:
-                encoded["node"] = True
             seen[encoded["link"]] = fingerprint(value)
             return encoded
 
@@ -212,7 +218,7 @@ def serve(codec, namespace=None):
             return None
         if op == "backward":
             torch = torch_module()
-            output = links[int(request["link"])]
+            output = nodes[int(request["link"])]
             gradient = decode(request["grad"])
             torch.autograd.backward(output, gradient, retain_graph=True)
             return None
@@ -279,6 +285,8 @@ def serve(codec, namespace=None):
     def rpc(text):
         try:
             request = json.loads(text)
+            for number in request.get("drop_nodes", []):
+                nodes.pop(number, None)
             for number in request.get("drop", []):
                 obj = links.pop(number, None)
                 seen.pop(number, None)

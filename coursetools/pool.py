@@ -342,6 +342,10 @@ def start_worker(class_dir: str, db_url: str, isolate: bool, config_file: str, h
     global _WORKER
     # A worker outliving `course grade` (killed, say) would hold a zygote for nothing.
     ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    # The checks of judged assignments run here, beside one kernel per core: one thread each
+    # (a pool of threads per worker would only fight the kernels for the cores).
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "1"
     _WORKER = Worker(Path(class_dir), db_url, isolate, Path(config_file), [Path(h) for h in hidden])
 
 

@@ -238,6 +238,9 @@ def _warm_up() -> None:
     torch.set_num_threads(1)
     # Initialise torch's CPU detection once, single-threaded, rather than in every kernel.
     (torch.ones(2) @ torch.ones(2)).item()
+    # A backward pass given its output's gradient (as the judge's backward requests are)
+    # imports torch's symbolic shapes, and sympy with them: 0.16 s, once here, not per kernel.
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401
     import IPython  # noqa: F401
     import ipykernel.ipkernel  # noqa: F401
     import ipykernel.kernelapp  # noqa: F401
