@@ -48,11 +48,12 @@ from typing import Any, Callable
 from . import judge_codec
 
 # Assignments whose test cells the grader runs itself. A check that hands the learner's code
-# an object of its own (a reference model, a scripted stand-in, a config dataclass, a Path)
-# cannot run this way: those assignments still run their checks in the kernel.
-JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules", "06_multihead",
-                    "08_bpe", "09_positions",
-                    "15_sampling", "17_retrieval"})
+# an object of its own (a reference model, a scripted stand-in, a function) cannot run this
+# way, nor one that needs its config back by identity (11_gpt); 13_encoder could, but loads
+# MiniLM's 90 MB of weights into the learner's model several times per check, which as JSON
+# takes minutes a submission. Those assignments still run their checks in the kernel.
+JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules",
+                    "06_multihead", "08_bpe", "09_positions", "15_sampling", "17_retrieval"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
 # exercise's reference, the course's data): its kernel keeps these and no others.
 KERNEL_KEEPS: dict[str, tuple[str, ...]] = {"03_backprop": ("attention", "probability"),
@@ -267,9 +268,18 @@ class _Outgoing:
     def __init__(self, connection: Connection):
         self.connection = connection
 
-    def __call__(self, obj: Any) -> int:
+    def __call__(self, obj: Any) -> Any:
+        import dataclasses
+        import pathlib
         if isinstance(obj, Remote):
             return object.__getattribute__(obj, "_number")
+        if isinstance(obj, pathlib.PurePath):
+            return {"$path": str(obj)}
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            # A config: its fields, rebuilt in the kernel as the notebook's class of that name.
+            return {"$dc": type(obj).__name__,
+                    "f": [[f.name, judge_codec.encode(getattr(obj, f.name), self)]
+                          for f in dataclasses.fields(obj)]}
         raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
 
     def tensor(self, value: Any, data: Callable[[], dict]) -> dict:

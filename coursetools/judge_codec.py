@@ -219,4 +219,12 @@ def decode(data, unhandle, depth=0):
         return Ellipsis
     if "$r" in data:
         return unhandle(int(data["$r"]), data)
+    if "$dc" in data or "$path" in data:  # only the kernel's side accepts these
+        hook = getattr(unhandle, "dataclass" if "$dc" in data else "path", None)
+        if hook is None:
+            raise ValueError("refused a dataclass or a path from this side")
+        if "$path" in data:
+            return hook(str(data["$path"]))
+        fields = {str(k): decode(v, unhandle, depth + 1) for k, v in data["f"]}
+        return hook(str(data["$dc"]), fields)
     raise ValueError(f"cannot decode {sorted(data)[:3]}")

@@ -110,6 +110,22 @@ def serve(codec, namespace=None):
         def link(self, number):
             return links[number]
 
+        def path(self, text):
+            import pathlib
+            return pathlib.Path(text)
+
+        def dataclass(self, name, fields):
+            """The grader's config object as the notebook's own class of that name (the
+            notebooks define their configs), or a plain namespace of its fields."""
+            cls = user_namespace().get(name)
+            if isinstance(cls, type):
+                try:
+                    return cls(**fields)
+                except TypeError:
+                    pass
+            import types
+            return types.SimpleNamespace(**fields)
+
     unhandle = Unhandle()
 
     def decode(data):

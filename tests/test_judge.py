@@ -340,3 +340,38 @@ def test_a_learners_optimizer_updates_the_graders_tensors_and_arrays_in_place():
     weight.grad = torch.tensor([1.0, 1.0])  # changed here: the kernel sees it at the next step
     optimizer.step([None, np.zeros(3)])
     assert torch.equal(weight.detach(), torch.tensor([0.0, -0.5]))
+
+
+def test_a_config_crosses_as_the_notebooks_own_class_and_a_path_as_a_path():
+    import dataclasses
+    import pathlib
+
+    @dataclasses.dataclass
+    class Config:  # the grader's (llmref's) config
+        n_embd: int
+        names: tuple
+
+    def notebook_config_class():
+        @dataclasses.dataclass
+        class Config:  # the notebook's class of the same name
+            n_embd: int
+            names: tuple
+        return Config
+
+    mine = notebook_config_class()
+
+    def describe(config, folder):
+        return type(config) is mine, config.n_embd, config.names, isinstance(folder, pathlib.Path), str(folder)
+
+    connection = Local({"Config": mine, "describe": describe})
+    got = connection.ask({"op": "global", "name": "describe"})(Config(8, ("a", "b")), pathlib.Path("/x/y"))
+    assert got == (True, 8, ("a", "b"), True, "/x/y")
+    # Without a class of that name in the notebook, the fields still arrive.
+    bare = Local({"describe": lambda c, f: (c.n_embd, type(c).__name__)})
+    assert bare.ask({"op": "global", "name": "describe"})(Config(3, ()), pathlib.Path(".")) == (3, "SimpleNamespace")
+
+
+def test_the_grader_builds_no_object_a_kernel_names():
+    for data in ({"$dc": "Config", "f": []}, {"$path": "/etc/passwd"}):
+        with pytest.raises(ValueError, match="refused a dataclass or a path"):
+            judge_codec.decode(data, judge._Incoming(Local({})))
