@@ -49,9 +49,10 @@ from . import judge_codec
 
 # Assignments whose test cells the grader runs itself. A check that hands the learner's code
 # an object of its own (a reference model, a scripted stand-in, a function) cannot run this
-# way, nor one that needs its config back by identity (11_gpt); 13_encoder could, but loads
-# MiniLM's 90 MB of weights into the learner's model several times per check, which as JSON
-# takes minutes a submission. Those assignments still run their checks in the kernel.
+# way, nor one that needs its config back by identity (11_gpt). 13_encoder could, but its
+# checks load MiniLM's 90 MB of weights into the learner's model several times, which as
+# JSON took 15 s for one submission even in one process. Those assignments still run their
+# checks in the kernel.
 JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules",
                     "06_multihead", "08_bpe", "09_positions", "15_sampling", "17_retrieval"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier

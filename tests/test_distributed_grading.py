@@ -98,3 +98,29 @@ def test_an_unreachable_scheduler_is_named(monkeypatch):
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 2)
     with pytest.raises(distributed.ClusterError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:1"):
         distributed.check_cluster("tcp://127.0.0.1:1", "sqlite:///gradebook.db")
+
+
+@pytest.mark.slow
+def test_a_worker_without_bubblewrap_stops_the_run_saying_what_to_install(tmp_path):
+    """A grading machine that lacks bwrap must not grade unsandboxed, nor fail each submission
+    alone: the run stops at once with the worker's machine and the package to install."""
+    from distributed import LocalCluster
+
+    _class(tmp_path / "submissions")
+    python = Path(sys.executable).parent
+    # The workers' PATH holds the virtual environment and a folder without bwrap, nothing else.
+    no_bwrap = tmp_path / "bin"
+    no_bwrap.mkdir()
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                      env={"PATH": f"{python}:{no_bwrap}"}) as cluster:
+        done = subprocess.run(
+            [sys.executable, "-m", "coursetools.cli", "--root", str(ROOT), "grade", NAME,
+             str(tmp_path / "submissions"), "--class-dir", str(tmp_path / "cluster"),
+             "--timeout", str(TIMEOUT), "--scheduler", cluster.scheduler_address],
+            capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0, done.stdout
+    message = done.stdout + done.stderr
+    assert "could not start" in message and "bwrap" in message and "bubblewrap" in message, message[-2000:]
+    assert "Traceback" not in message, message[-2000:]
+    # Nothing was graded outside a sandbox.
+    assert not list((tmp_path / "cluster").glob("autograded/*/*"))
