@@ -80,7 +80,7 @@ __course_serve__ = __course_rpc__.session
 del __course_boot
 """
 # The largest answer the grader reads from a kernel.
-MAX_ANSWER_BYTES = 512 << 20
+MAX_ANSWER_BYTES = 128 << 20
 
 
 # In every message of a kernel that answered the grader wrongly (sandbox.explain_failure).
