@@ -36,6 +36,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -98,22 +99,26 @@ class LearnerError(Exception):
     remote_traceback = ""
 
 
-_ERROR_CLASSES: dict[tuple[type, ...], type] = {}
+_ERROR_CLASSES: dict[type, type] = {}
 
 
 def learner_error(types: list[str], message: str, remote_traceback: str) -> BaseException:
     """A local exception standing for the learner's: of the first built-in class in its
-    method resolution order, so that `except IndexError` in a check still catches it."""
-    base = next((getattr(builtins, name) for name in types
-                 if isinstance(getattr(builtins, name, None), type)
-                 and issubclass(getattr(builtins, name), Exception)
-                 and name not in ("BaseException",)), Exception)
-    key = (base,)
-    if key not in _ERROR_CLASSES:
-        _ERROR_CLASSES[key] = type(base.__name__, (LearnerError, base), {"__module__": "builtins"})
-    error = _ERROR_CLASSES[key](message)
-    error.remote_traceback = remote_traceback
-    return error
+    method resolution order that takes a message alone, so that `except IndexError` in a
+    check still catches it."""
+    for name in [*types, "Exception"]:
+        base = getattr(builtins, name, None)
+        if not (isinstance(base, type) and issubclass(base, Exception)):
+            continue
+        if base not in _ERROR_CLASSES:
+            _ERROR_CLASSES[base] = type(base.__name__, (LearnerError, base), {"__module__": "builtins"})
+        try:
+            error = _ERROR_CLASSES[base](message)
+        except TypeError:  # UnicodeDecodeError and the like want more than a message
+            continue
+        error.remote_traceback = remote_traceback
+        return error
+    raise AssertionError("Exception takes a message")
 
 
 def _torch() -> Any:
@@ -129,6 +134,7 @@ def _fingerprint(tensor: Any) -> tuple:
             None if grad is None else grad._version)
 
 
+@functools.cache
 def _remote_node_class() -> Any:
     """An autograd Function whose backward runs the learner's backward in the kernel."""
     torch = _torch()

@@ -153,6 +153,15 @@ def test_an_exception_of_the_learner_is_raised_here_as_its_built_in_class():
         connection.ask({"op": "global", "name": "missing"})
 
 
+def test_an_exception_that_needs_more_than_a_message_comes_back_as_its_nearest_base():
+    def decode(data):
+        return data.decode("ascii")
+    remote = Local({"decode": decode}).ask({"op": "global", "name": "decode"})
+    with pytest.raises(ValueError, match="can't decode byte") as raised:
+        remote(b"\xff")
+    assert type(raised.value).__name__ in ("UnicodeError", "ValueError")
+
+
 def test_an_answer_that_is_not_json_means_the_kernel_is_gone():
     class Broken(judge.Connection):
         def ask_text(self, text):
