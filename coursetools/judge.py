@@ -126,14 +126,6 @@ def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def _fingerprint(tensor: Any) -> tuple:
-    if not hasattr(tensor, "grad_fn"):  # a NumPy array: its bytes
-        return (tensor.shape, tensor.dtype.str, hash(tensor.tobytes()))
-    grad = tensor.grad if tensor.is_leaf else None
-    return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), id(grad),
-            None if grad is None else grad._version)
-
-
 @functools.cache
 def _remote_node_class() -> Any:
     """An autograd Function whose backward runs the learner's backward in the kernel."""
@@ -188,7 +180,7 @@ class Connection:
             dropped.append(number)
         objects[number] = weakref.ref(tensor, forget)
         link_of[key] = number
-        seen[number] = _fingerprint(tensor)
+        seen[number] = judge_codec.fingerprint(tensor)
 
     def _linked(self, tensor: Any) -> int | None:
         objects, _, link_of, _ = self._links()
@@ -201,43 +193,22 @@ class Connection:
         objects, seen, _, _ = self._links()
         updates = []
         for number, ref in list(objects.items()):
-            tensor = ref()
-            if tensor is None:
+            obj = ref()
+            if obj is None:
                 continue
-            mark = _fingerprint(tensor)
+            mark = judge_codec.fingerprint(obj)
             if seen.get(number) != mark:
-                if not hasattr(tensor, "grad_fn"):
-                    updates.append([number, judge_codec.array_data(tensor), None])
-                else:
-                    grad = tensor.grad if tensor.is_leaf else None
-                    grad = None if grad is None else judge_codec.tensor_data(grad)
-                    updates.append([number, judge_codec.tensor_data(tensor), grad])
+                updates.append(judge_codec.update_of(number, obj))
                 seen[number] = mark
         return updates
-
-    def _update(self, tensor: Any, data: dict, grad: Any) -> None:
-        if not hasattr(tensor, "grad_fn"):
-            import numpy as np
-            fresh = judge_codec.array_from(data)
-            if fresh.shape == tensor.shape and tensor.flags.writeable:
-                np.copyto(tensor, fresh, casting="unsafe")
-            return
-        torch = _torch()
-        fresh = judge_codec.tensor_from(data)
-        with torch.no_grad():
-            if fresh.shape == tensor.shape:
-                tensor.copy_(fresh.to(tensor.dtype))
-            else:
-                tensor.data = fresh
-        tensor.grad = None if grad is None else judge_codec.tensor_from(grad)
 
     def _incoming(self, updates: Any) -> None:
         objects, seen, _, _ = self._links()
         for number, data, grad in updates if isinstance(updates, list) else []:
-            tensor = objects.get(int(number), lambda: None)()
-            if tensor is not None:
-                self._update(tensor, data, grad)
-                seen[int(number)] = _fingerprint(tensor)
+            obj = objects.get(int(number), lambda: None)()
+            if obj is not None:
+                judge_codec.apply_update(obj, data, grad)
+                seen[int(number)] = judge_codec.fingerprint(obj)
 
     def ask(self, request: dict) -> Any:
         _, _, _, dropped = self._links()
@@ -289,33 +260,22 @@ class _Outgoing:
                           for f in dataclasses.fields(obj)]}
         raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
 
-    def tensor(self, value: Any, data: Callable[[], dict]) -> dict:
+    def array(self, value: Any, data: Callable[[], dict]) -> dict:
+        """An array or tensor: by its number if linked already, else its data, now linked."""
         connection = self.connection
         number = connection._linked(value)
         if number is not None:
             return {"$link": number}
         encoded = data()
-        if value.is_leaf and value.grad is not None:
+        if hasattr(value, "grad_fn") and value.is_leaf and value.grad is not None:
             encoded["g"] = judge_codec.tensor_data(value.grad)
         connection._links()
-        number = connection._next_link
+        encoded["link"] = number = connection._next_link
         connection._next_link -= 1
-        encoded["link"] = number
         connection._register(value, number)
         return encoded
 
-    def array(self, value: Any, data: Callable[[], dict]) -> dict:
-        connection = self.connection
-        number = connection._linked(value)
-        if number is not None:
-            return {"$link": number}
-        encoded = data()
-        connection._links()
-        number = connection._next_link
-        connection._next_link -= 1
-        encoded["link"] = number
-        connection._register(value, number)
-        return encoded
+    tensor = array
 
 
 class _Incoming:
@@ -345,8 +305,8 @@ class _Incoming:
             return result
         existing = objects.get(number, lambda: None)()
         if existing is not None:
-            connection._update(existing, data, grad)
-            seen[number] = _fingerprint(existing)
+            judge_codec.apply_update(existing, data, grad)
+            seen[number] = judge_codec.fingerprint(existing)
             return existing
         tensor = judge_codec.tensor_from(data)
         if grad is not None:

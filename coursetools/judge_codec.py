@@ -104,6 +104,40 @@ def tensor_from(data):
     return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())
 
 
+def fingerprint(obj):
+    """What changes when a linked array or tensor (or its gradient) changes."""
+    if not hasattr(obj, "grad_fn"):  # a NumPy array: its bytes
+        return (obj.shape, obj.dtype.str, hash(obj.tobytes()))
+    grad = obj.grad if obj.is_leaf else None
+    return (obj._version, obj.data_ptr(), tuple(obj.shape), id(grad),
+            None if grad is None else grad._version)
+
+
+def update_of(number, obj):
+    """[number, values, gradient or None]: a linked array's or tensor's state, to send."""
+    if not hasattr(obj, "grad_fn"):
+        return [number, _array(obj), None]
+    grad = obj.grad if obj.is_leaf else None
+    return [number, tensor_data(obj), None if grad is None else tensor_data(grad)]
+
+
+def apply_update(target, data, grad):
+    """Make the linked `target` hold what `update_of` sent, in place where the shape allows."""
+    if not hasattr(target, "grad_fn"):
+        fresh = _unarray(data)
+        if fresh.shape == target.shape and target.flags.writeable:
+            target[...] = fresh
+        return
+    torch = _torch()
+    fresh = tensor_from(data)
+    with torch.no_grad():
+        if fresh.shape == target.shape:
+            target.copy_(fresh.to(target.dtype))
+        else:
+            target.data = fresh
+    target.grad = None if grad is None else tensor_from(grad)
+
+
 def encode(value, handle, depth=0):
     """`value` as JSON-ready data; `handle(obj)` numbers what is not a plain value (or raises
     Unencodable)."""

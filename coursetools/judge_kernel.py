@@ -32,12 +32,7 @@ def serve(codec, namespace=None):
     def torch_module():
         return sys.modules.get("torch")
 
-    def fingerprint(obj):
-        if not hasattr(obj, "grad_fn"):  # a NumPy array: its bytes
-            return (obj.shape, obj.dtype.str, hash(obj.tobytes()))
-        grad = obj.grad if obj.is_leaf else None
-        return (obj._version, obj.data_ptr(), tuple(obj.shape), id(grad),
-                None if grad is None else grad._version)
+    fingerprint = codec.fingerprint
 
     def link(obj, number=None):
         if id(obj) in link_of and links.get(link_of[id(obj)]) is obj:
@@ -132,39 +127,26 @@ def serve(codec, namespace=None):
         return codec.decode(data, unhandle)
 
     def apply_sync(updates):
-        torch = torch_module()
         for number, data, grad in updates:
             target = links.get(int(number))
-            if target is None:
-                continue
-            if not hasattr(target, "grad_fn"):
-                fresh = codec.array_from(data)
-                if fresh.shape == target.shape and target.flags.writeable:
-                    target[...] = fresh
+            if target is not None:
+                codec.apply_update(target, data, grad)
                 seen[int(number)] = fingerprint(target)
-                continue
-            fresh = codec.tensor_from(data)
-            with torch.no_grad():
-                if fresh.shape == target.shape:
-                    target.copy_(fresh)
-                else:
-                    target.data = fresh
-            target.grad = None if grad is None else codec.tensor_from(grad)
-            seen[int(number)] = fingerprint(target)
 
     def changed():
         updates = []
-        for number, tensor in list(links.items()):
-            mark = fingerprint(tensor)
+        for number, obj in list(links.items()):
+            mark = fingerprint(obj)
             if seen.get(number) != mark:
-                if not hasattr(tensor, "grad_fn"):
-                    updates.append([number, codec.array_data(tensor), None])
-                else:
-                    grad = tensor.grad if tensor.is_leaf else None
-                    grad = None if grad is None else codec.tensor_data(grad)
-                    updates.append([number, codec.tensor_data(tensor), grad])
+                updates.append(codec.update_of(number, obj))
                 seen[number] = mark
         return updates
+
+    def unlink(number):
+        obj = links.pop(number, None)
+        seen.pop(number, None)
+        if obj is not None and link_of.get(id(obj)) == number:
+            del link_of[id(obj)]
 
     def start_watch(specs):
         import importlib
@@ -205,15 +187,6 @@ def serve(codec, namespace=None):
             if name not in names:
                 raise NameError(f"name '{name}' is not defined")
             return names[name]
-        if op == "release":
-            for number in request.get("ids", []):
-                handles.pop(number, None)
-            for number in request.get("links", []):
-                obj = links.pop(number, None)
-                seen.pop(number, None)
-                if obj is not None and link_of.get(id(obj)) == number:
-                    del link_of[id(obj)]
-            return None
         if op == "watch_start":
             return start_watch(request["forbidden"])
         if op == "watch_stop":
@@ -304,10 +277,7 @@ def serve(codec, namespace=None):
             for number in request.get("drop_nodes", []):
                 nodes.pop(number, None)
             for number in request.get("drop", []):
-                obj = links.pop(number, None)
-                seen.pop(number, None)
-                if obj is not None and link_of.get(id(obj)) == number:
-                    del link_of[id(obj)]
+                unlink(number)
             apply_sync(request.get("sync", []))
             result = codec.encode(in_grad_mode(request, lambda: run(request)), side)
             return Answer(json.dumps({"ok": result, "sync": changed()}))
