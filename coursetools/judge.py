@@ -20,6 +20,16 @@ shortcuts (`_core.watch_calls`) follow the check into the kernel. A handle on a 
 class passes `isinstance(cls, type)` and `issubclass(cls, nn.Module)` through the library
 classes of its MRO (`__class__`, `__bases__`), never by running anything here.
 
+What a check hands the learner's code that is not data is lent, not sent: the kernel gets a
+stand-in (judge_kernel's GraderObject) whose calls, attribute reads (public names only),
+indexing and iteration come back here as requests while the kernel's request is under way,
+so both sides answer each other on one socket. A lent nn.Module is a module there, of its
+torch.nn class, with parameters and buffers linked to these and a forward that runs here;
+a result with a graph here goes there as a tensor whose backward runs here. Sent back, a
+lent object (or a config) is the grader's own object again. A check that must change or
+watch something inside the kernel uses `_core.set_inside`, `_core.global_replaced` and
+`_core.on_optimizer_step`, which run there through the hooks run_cell sets.
+
 The cell's printed lines and any failure become the cell's outputs, exactly as if it had
 run in the kernel, so nbgrader scores it as before. The kernel of a judged assignment
 mounts neither `llmref` nor the real checks (sandbox.judged_kernel_covers): a stub tells a
@@ -39,27 +49,41 @@ import contextlib
 import functools
 import importlib
 import io
+import itertools
 import json
 import queue
 import re
 import traceback
+import types
 from pathlib import Path
 from typing import Any, Callable
 
 from . import judge_codec
 
-# Assignments whose test cells the grader runs itself. A check that hands the learner's code
-# an object of its own (a reference model, a scripted stand-in, a function) cannot run this
-# way, nor one that needs its config back by identity (11_gpt). 13_encoder could, but its
-# checks load MiniLM's 90 MB of weights into the learner's model several times, which as
-# JSON took 15 s for one submission even in one process. Those assignments still run their
-# checks in the kernel.
+# Assignments whose test cells the grader runs itself. Their checks may hand the learner's
+# code objects of the grader's (a model, a function, a scripted stand-in): those are lent,
+# not sent (judge_kernel's GraderObject and grader_module). Four still run their checks in
+# the kernel: 11_gpt grafts the learner's generate onto the reference class, 12_pretrain's
+# checkpoint checks read torch's global random state that the learner's code restores (two
+# processes, two generators: a lent model's dropout draws from the grader's), 18_finetune's
+# LoRA replaces layers inside the grader's model, and 20_export hands torch.onnx.export the
+# grader's model, which needs the module itself, not one lent. 13_encoder works through the
+# judge, but its checks load MiniLM's 90 MB of weights into the learner's model several
+# times, which as JSON took 15 s for one submission even in one process.
 JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules",
-                    "06_multihead", "08_bpe", "09_positions", "15_sampling", "17_retrieval"})
+                    "06_multihead", "07_training", "08_bpe", "09_positions", "10_block",
+                    "14_seq2seq", "15_sampling", "16_kv_cache", "17_retrieval", "19_agent"})
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
-# exercise's reference, the course's data): its kernel keeps these and no others.
-KERNEL_KEEPS: dict[str, tuple[str, ...]] = {"03_backprop": ("attention", "probability"),
-                                           "17_retrieval": ("book_pages",)}
+# exercise's reference, the course's data), with what those import: its kernel keeps these
+# and no others, never the module of its own exercise.
+KERNEL_KEEPS: dict[str, tuple[str, ...]] = {
+    "03_backprop": ("attention", "probability"),
+    "07_training": ("corpus", "ngram", "probability"),
+    "14_seq2seq": ("block", "corpus", "gpt", "pretrain"),
+    "16_kv_cache": ("block", "gpt"),
+    "17_retrieval": ("book_pages",),
+    "19_agent": ("agent_data", "block", "corpus", "course_model", "gpt", "pretrain"),
+}
 CHECKS_IMPORT = re.compile(r"from\s+autograder\.checks\s+import\s+(\w+)\s+as\s+checks")
 # Seconds one request may take: the submission's own time limit (the worker's watchdog)
 # ends a kernel that computes forever; this only bounds waiting on a kernel that vanished.
@@ -146,6 +170,13 @@ def _remote_node_class() -> Any:
     return RemoteNode
 
 
+# Numbers of the grader's objects lent to kernels: never reused, so that a learner's object
+# that kept one from an earlier test cell reaches nothing of a later one.
+_LENT_NUMBERS = itertools.count(1)
+# What the learner's code may not be lent: a module would open the grader's code to it.
+NOT_LENT = (types.ModuleType,)
+
+
 class Connection:
     """Sends a request (JSON text) and returns the answer's text; subclasses say how.
 
@@ -172,12 +203,16 @@ class Connection:
         objects, seen, link_of, dropped = self._links()
         key = id(tensor)
 
-        def forget(_ref: Any, number: int = number, key: int = key) -> None:
-            objects.pop(number, None)
+        def forget(ref: Any, number: int = number, key: int = key) -> None:
+            if objects.get(number) is not ref:  # the number stands for another tensor now
+                return
+            del objects[number]
             seen.pop(number, None)
             if link_of.get(key) == number:
                 del link_of[key]
             dropped.append(number)
+        if number in dropped:  # the kernel sent back a tensor whose copy here had gone
+            dropped.remove(number)
         objects[number] = weakref.ref(tensor, forget)
         link_of[key] = number
         seen[number] = judge_codec.fingerprint(tensor)
@@ -239,9 +274,98 @@ class Connection:
     def encode(self, value: Any) -> Any:
         return judge_codec.encode(value, _Outgoing(self))
 
+    # The grader's objects lent to the kernel (see judge_kernel's GraderObject).
+
+    def _lent(self) -> tuple[dict, dict, dict]:
+        try:
+            return self._lent_objects, self._lent_number, self._lent_nodes
+        except AttributeError:
+            self._lent_objects: dict[int, Any] = {}   # number -> the object (kept alive)
+            self._lent_number: dict[int, int] = {}    # id(object) -> number
+            self._lent_nodes: dict[int, Any] = {}     # number -> a result with a graph here
+            return self._lent_objects, self._lent_number, self._lent_nodes
+
+    def lend(self, obj: Any) -> int:
+        objects, number_of, _ = self._lent()
+        number = number_of.get(id(obj))
+        if number is None or objects.get(number) is not obj:
+            number = next(_LENT_NUMBERS)
+            objects[number], number_of[id(obj)] = obj, number
+        return number
+
+    def lent(self, number: int) -> Any:
+        objects, _, _ = self._lent()
+        if number not in objects:
+            raise LookupError("the grader's object is gone: it was lent for an earlier test cell")
+        return objects[number]
+
+    def callback_text(self, text: str) -> str:
+        """Answer the kernel's request about one of the grader's objects (JSON text in and
+        out): the learner's code called it, read it or ran a backward through it."""
+        try:
+            message = json.loads(text)
+            request = message["cb"]
+            self._incoming(message.get("sync"))
+            torch = _torch()
+            if torch is not None and "grad_mode" in request:
+                with torch.set_grad_enabled(bool(request["grad_mode"])):
+                    result = self._callback(request)
+            else:
+                result = self._callback(request)
+            reply = {"cbok": self.encode(result)}
+        except KernelGone:
+            raise
+        except Exception as error:  # told to the learner's code as the built-in it is
+            reply = {"cberr": {"types": [c.__name__ for c in type(error).__mro__
+                                         if c.__module__ == "builtins"],
+                               "message": str(error)[:2000]}}
+            if all(type(a) in (str, int, float, bool) for a in error.args) and len(error.args) < 4:
+                reply["cberr"]["args"] = [a[:2000] if type(a) is str else a for a in error.args]
+        reply["sync"] = self._outgoing()
+        return json.dumps(reply)
+
+    def _callback(self, request: dict) -> Any:
+        op = request.get("op")
+        incoming = _Incoming(self)
+        value = lambda key: judge_codec.decode(request.get(key), incoming)  # noqa: E731
+        if op == "backward":
+            _, _, nodes = self._lent()
+            _torch().autograd.backward(nodes[int(request["node"])], value("grad"), retain_graph=True)
+            return None
+        target = self.lent(int(request.get("target", 0)))
+        if op == "call":
+            args, kwargs = value("args"), value("kwargs")
+            if not (isinstance(args, tuple) and isinstance(kwargs, dict)
+                    and all(isinstance(k, str) for k in kwargs)):
+                raise TypeError("a call needs arguments and keyword arguments")
+            return target(*args, **kwargs)
+        if op == "getattr":
+            name = request.get("name")
+            if not isinstance(name, str) or name.startswith("_"):
+                raise AttributeError(f"the grader's {type(target).__name__} does not show {name!r}")
+            return getattr(target, name)
+        if op == "train":
+            if not isinstance(target, _torch().nn.Module):
+                raise TypeError("only a module has a training mode")
+            target.train(bool(request.get("mode")))
+            return None
+        if op == "getitem":
+            return target[value("key")]
+        if op == "len":
+            return len(target)
+        if op == "iter":
+            return list(itertools.islice(iter(target), 1_000_000))
+        if op == "contains":
+            return value("item") in target
+        if op == "str":
+            return str(target)[:2000]
+        raise ValueError(f"unknown request {op!r}")
+
 
 class _Outgoing:
-    """The codec's hooks for what this side sends: handles stay handles, tensors are linked."""
+    """The codec's hooks for what this side sends: handles stay handles, tensors are linked
+    (one with a graph here goes as one whose backward comes back here: a lent model's
+    output, a check's log-probabilities), the grader's other objects are lent."""
 
     def __init__(self, connection: Connection):
         self.connection = connection
@@ -254,11 +378,26 @@ class _Outgoing:
         if isinstance(obj, pathlib.PurePath):
             return {"$path": str(obj)}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            # A config: its fields, rebuilt in the kernel as the notebook's class of that name.
-            return {"$dc": type(obj).__name__,
+            # A config: its fields, rebuilt in the kernel as the notebook's class of that
+            # name; sent back, it is this object again.
+            return {"$dc": type(obj).__name__, "g": self.connection.lend(obj),
                     "f": [[f.name, judge_codec.encode(getattr(obj, f.name), self)]
                           for f in dataclasses.fields(obj)]}
-        raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
+        if isinstance(obj, types.GeneratorType):  # parameters(), named_children(), ...
+            return {"$it": [judge_codec.encode(v, self) for v in itertools.islice(obj, 1_000_000)]}
+        if isinstance(obj, NOT_LENT):
+            raise judge_codec.Unencodable(f"a {type(obj).__name__} cannot be sent to the kernel")
+        info: dict[str, Any] = {"ty": type(obj).__name__, "ca": callable(obj)}
+        torch = _torch()
+        if torch is not None and isinstance(obj, torch.nn.Module):
+            # A module: the kernel builds one whose parameters and buffers are linked to
+            # these and whose forward comes back here (judge_kernel's grader_module).
+            info.update(mod=True, tr=obj.training,
+                        mro=[[c.__module__, c.__qualname__] for c in type(obj).__mro__][:32],
+                        p=[[n, judge_codec.encode(v, self)] for n, v in obj._parameters.items()],
+                        b=[[n, judge_codec.encode(v, self)] for n, v in obj._buffers.items()],
+                        c=[[n, judge_codec.encode(v, self)] for n, v in obj._modules.items()])
+        return {"$g": self.connection.lend(obj), "info": info}
 
     def array(self, value: Any, data: Callable[[], dict]) -> dict:
         """An array or tensor: by its number if linked already, else its data, now linked."""
@@ -267,6 +406,12 @@ class _Outgoing:
         if number is not None:
             return {"$link": number}
         encoded = data()
+        if getattr(value, "grad_fn", None) is not None:
+            _, _, nodes = connection._lent()
+            number = next(_LENT_NUMBERS)
+            nodes[number] = value
+            encoded["link"], encoded["gnode"] = number, True
+            return encoded
         if hasattr(value, "grad_fn") and value.is_leaf and value.grad is not None:
             encoded["g"] = judge_codec.tensor_data(value.grad)
         connection._links()
@@ -316,6 +461,10 @@ class _Incoming:
 
     def link(self, number: int) -> Any:
         raise ValueError("the kernel refers to a tensor by number only when it is the grader's")
+
+    def grader(self, number: int, data: dict) -> Any:
+        """One of this side's objects the kernel sends back: the object itself."""
+        return self.connection.lent(number)
 
 
 class Remote:
@@ -523,6 +672,33 @@ def remote_rng(connection: Connection, seed: int | None):
         connection.ask({"op": "rng_pop"})
 
 
+def remote_set(connection: Connection, obj: Any, path: tuple, value: Any) -> Any:
+    """`_core.set_inside` for an object in the kernel: set there, not in a copy here."""
+    if not isinstance(obj, Remote):
+        return NotImplemented
+    connection.ask({"op": "set_inside", "target": object.__getattribute__(obj, "_number"),
+                    "path": connection.encode(tuple(path)), "value": connection.encode(value)})
+    return None
+
+
+def remote_global(connection: Connection, fn: Any, name: str, value: Any) -> Any:
+    """`_core.global_replaced` for a function in the kernel: the global swapped there."""
+    if not isinstance(fn, Remote):
+        return NotImplemented
+
+    @contextlib.contextmanager
+    def swapped():
+        target = object.__getattribute__(fn, "_number")
+        swapped = connection.ask({"op": "swap_global", "target": target, "name": name,
+                                  "value": connection.encode(value)})
+        try:
+            yield
+        finally:
+            if swapped is True:
+                connection.ask({"op": "restore_global", "target": target, "name": name})
+    return swapped()
+
+
 def global_names(source: str) -> list[str]:
     """The names a cell reads that it does not define and that are not built-ins."""
     tree = ast.parse(source)
@@ -567,9 +743,12 @@ def _error_output(error: BaseException) -> dict:
     return {"output_type": "error", "ename": name, "evalue": str(error), "traceback": lines}
 
 
-def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dict], bool]:
+def run_cell(source: str, checks: Any, connection: Connection,
+             scratch: Path | None = None) -> tuple[list[dict], bool]:
     """Run a test cell here with `checks` and the learner's names as handles; return the
-    cell's outputs (printed lines, then the error if one was raised) and whether it passed."""
+    cell's outputs (printed lines, then the error if one was raised) and whether it passed.
+    `scratch`: a folder both sides see (the kernel's own), for files the learner's code
+    writes and the check reads."""
     from autograder.checks import _core
 
     printed = io.StringIO()
@@ -577,6 +756,10 @@ def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dic
     error: BaseException | None = None
     _core.REMOTE_WATCH = lambda forbidden: RemoteWatch(connection, forbidden)
     _core.REMOTE_RNG = lambda seed: remote_rng(connection, seed)
+    _core.REMOTE_SET = functools.partial(remote_set, connection)
+    _core.REMOTE_GLOBAL = functools.partial(remote_global, connection)
+    _core.SCRATCH = None if scratch is None else str(scratch)
+    _core.REMOTE_STEP_HOOK = lambda hook: connection.ask({"op": "step_hook", "hook": connection.encode(hook)})
     try:
         for name in global_names(source):
             if name != "checks":
@@ -594,7 +777,8 @@ def run_cell(source: str, checks: Any, connection: Connection) -> tuple[list[dic
     except Exception as exc:  # the check's verdict, or the learner's error it did not catch
         error = exc
     finally:
-        _core.REMOTE_WATCH = _core.REMOTE_RNG = None
+        _core.REMOTE_WATCH = _core.REMOTE_RNG = _core.REMOTE_SET = _core.REMOTE_STEP_HOOK = None
+        _core.REMOTE_GLOBAL = _core.SCRATCH = None
     outputs: list[dict] = []
     if printed.getvalue():
         outputs.append({"output_type": "stream", "name": "stdout", "text": printed.getvalue()})
@@ -696,17 +880,30 @@ class KernelConnection(Connection):
             data += chunk
         return bytes(data)
 
-    def ask_text(self, text: str) -> str:
+    def _send(self, text: str) -> None:
         import struct
         payload = text.encode()
         try:
             self.socket.sendall(struct.pack("!Q", len(payload)) + payload)
-            (size,) = struct.unpack("!Q", self._read(8))
         except OSError as exc:
             raise KernelGone("the kernel stopped while the grader was checking") from exc
-        if size > MAX_ANSWER_BYTES:
-            raise KernelGone(f"{BROKEN}: the kernel answered with {size} bytes")
-        return self._read(size).decode("utf-8", errors="replace")
+
+    def ask_text(self, text: str) -> str:
+        """Send a request; answer the kernel's requests about the grader's lent objects
+        (the learner's code calling them) until the request's own answer comes."""
+        import struct
+        self._send(text)
+        while True:
+            try:
+                (size,) = struct.unpack("!Q", self._read(8))
+            except OSError as exc:
+                raise KernelGone("the kernel stopped while the grader was checking") from exc
+            if size > MAX_ANSWER_BYTES:
+                raise KernelGone(f"{BROKEN}: the kernel answered with {size} bytes")
+            message = self._read(size).decode("utf-8", errors="replace")
+            if not message.startswith('{"cb"'):
+                return message
+            self._send(self.callback_text(message))
 
 
 class NotebookJudge:
@@ -740,7 +937,7 @@ class NotebookJudge:
         msg_id = await connection.open(folder)
         try:
             outputs, ok = await loop.run_in_executor(self._pool, run_cell, cell["source"], self.checks,
-                                                     connection)
+                                                     connection, folder)
         finally:
             await connection.close(msg_id)
         cell["outputs"] = [_as_node(o) for o in outputs]

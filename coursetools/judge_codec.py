@@ -11,7 +11,10 @@ Encoded forms: JSON scalars as themselves; {"$l"|"$t"|"$set": [...]} for list, t
 set; {"$d": [[k, v], ...]} for dict; {"$a": base64, "dt", "sh"} for a NumPy array;
 {"$s": ...} for a NumPy scalar; {"$T": array, "dt", "rg", "p"} for a torch tensor (or
 Parameter); {"$size"}, {"$dtype"}, {"$sl"}, {"$b"}, {"$c"}, {"$e"} for torch.Size, a torch
-dtype, a slice, bytes, a complex number and Ellipsis; {"$r": n} for a handle.
+dtype, a slice, bytes, a complex number and Ellipsis; {"$r": n} for a handle on the
+kernel's object; {"$g": n} for one of the grader's objects handed to the learner's code,
+{"$it": [...]} for the grader's iterator (a module's parameters()), {"$dc"} and {"$path"}
+for a config and a path the grader sends.
 """
 import base64
 import sys
@@ -110,7 +113,7 @@ def fingerprint(obj):
         return (obj.shape, obj.dtype.str, hash(obj.tobytes()))
     grad = obj.grad if obj.is_leaf else None
     return (obj._version, obj.data_ptr(), tuple(obj.shape), id(grad),
-            None if grad is None else grad._version)
+            None if grad is None else grad._version, obj.requires_grad)
 
 
 def update_of(number, obj):
@@ -132,9 +135,14 @@ def apply_update(target, data, grad):
     fresh = tensor_from(data)
     with torch.no_grad():
         if fresh.shape == target.shape:
-            target.copy_(fresh.to(target.dtype))
+            # Unchanged values are left alone: a copy would bump the tensor's version and
+            # break a graph that saved it for a backward still to come.
+            if fresh.dtype != target.dtype or not torch.equal(target.detach(), fresh):
+                target.copy_(fresh.to(target.dtype))
         else:
             target.data = fresh
+    if target.is_leaf and target.is_floating_point() and target.requires_grad != bool(data.get("rg")):
+        target.requires_grad_(bool(data.get("rg")))  # a base layer frozen by the other side
     target.grad = None if grad is None else tensor_from(grad)
 
 
@@ -260,5 +268,12 @@ def decode(data, unhandle, depth=0):
         if "$path" in data:
             return hook(str(data["$path"]))
         fields = {str(k): decode(v, unhandle, depth + 1) for k, v in data["f"]}
-        return hook(str(data["$dc"]), fields)
+        return hook(str(data["$dc"]), fields, data.get("g"))
+    if "$g" in data:  # one of the grader's objects, lent to the kernel
+        hook = getattr(unhandle, "grader", None)
+        if hook is None:
+            raise ValueError("refused a grader's object from this side")
+        return hook(int(data["$g"]), data)
+    if "$it" in data:
+        return iter([decode(v, unhandle, depth + 1) for v in data["$it"]])
     raise ValueError(f"cannot decode {sorted(data)[:3]}")

@@ -17,6 +17,7 @@ graph here becomes, on the grader's side, one whose backward asks for `backward`
 
 def serve(codec, namespace=None):
     """`namespace`: where the learner's names live (the IPython user namespace if None)."""
+    import builtins
     import json
     import sys
     import traceback
@@ -28,6 +29,13 @@ def serve(codec, namespace=None):
     seen = {}      # number -> its fingerprint when last in step with the grader
     link_of = {}   # id(tensor) -> number
     rng_states = []
+    swapped = []       # (globals, name, the learner's value) the grader swapped for a check
+    # The grader's objects handed to the learner's code (a model, a function, a scripted
+    # stand-in): a GraderObject each, whose calls go back to the grader over the session's
+    # channel. Only what the grader sent can be reached; never its attributes' dunders.
+    grader_objects = {}
+    origin = {}        # id(object built here from the grader's data) -> (object, its number)
+    channel = [None]   # exchange(text) -> reply text, while a session is open
 
     def torch_module():
         return sys.modules.get("torch")
@@ -49,6 +57,13 @@ def serve(codec, namespace=None):
         """The codec's hooks on this side: handles for objects, links for tensors."""
 
         def __call__(self, obj):  # a handle for what is not a plain value
+            if type(obj) is GraderObject:
+                return {"$g": object.__getattribute__(obj, "_number")}
+            if module_class and isinstance(obj, module_class[0]):
+                return {"$g": obj.__dict__["_grader_number"]}
+            came = origin.get(id(obj))
+            if came is not None and came[0] is obj:  # the grader's own, rebuilt here
+                return {"$g": came[1]}
             number = len(handles) + 1
             handles[number] = obj
             cls = obj if isinstance(obj, type) else type(obj)
@@ -80,6 +95,12 @@ def serve(codec, namespace=None):
 
     def from_grader(data):
         """A tensor the grader sends, new (with the grader's number) or one of ours."""
+        if data.get("gnode"):
+            # A result with a graph in the grader: here a tensor whose backward runs it there.
+            torch = torch_module()
+            value = codec.tensor_from({**data, "rg": False, "p": False})
+            anchor = torch.zeros((), requires_grad=True)
+            return grader_node_class().apply(anchor, value, int(data["link"]))
         tensor = codec.tensor_from(data)
         if "g" in data:
             tensor.grad = codec.tensor_from(data["g"])
@@ -109,17 +130,32 @@ def serve(codec, namespace=None):
             import pathlib
             return pathlib.Path(text)
 
-        def dataclass(self, name, fields):
+        def dataclass(self, name, fields, number=None):
             """The grader's config object as the notebook's own class of that name (the
-            notebooks define their configs), or a plain namespace of its fields."""
+            notebooks define their configs), or a plain namespace of its fields. Sent back,
+            it is the grader's object again (`model.config is config` holds there)."""
             cls = user_namespace().get(name)
+            built = None
             if isinstance(cls, type):
                 try:
-                    return cls(**fields)
+                    built = cls(**fields)
                 except TypeError:
                     pass
-            import types
-            return types.SimpleNamespace(**fields)
+            if built is None:
+                import types
+                built = types.SimpleNamespace(**fields)
+            if isinstance(number, int):
+                origin[id(built)] = (built, number)
+            return built
+
+        def grader(self, number, data):
+            info = data.get("info") if isinstance(data.get("info"), dict) else {}
+            if info.get("mod") and torch_module() is not None:
+                # Built again each time it comes: the grader may have changed its parts.
+                grader_objects[number] = grader_module(number, info, grader_objects.get(number))
+            elif number not in grader_objects:
+                grader_objects[number] = GraderObject(number, info)
+            return grader_objects[number]
 
     unhandle = Unhandle()
 
@@ -179,6 +215,173 @@ def serve(codec, namespace=None):
         from IPython import get_ipython
         return get_ipython().user_ns
 
+    def grader_error(error):
+        """The grader's exception, as the nearest built-in class that takes a message."""
+        types = [str(t) for t in error.get("types", [])] if isinstance(error, dict) else []
+        message = str(error.get("message", "")) if isinstance(error, dict) else ""
+        args = error.get("args") if isinstance(error, dict) else None
+        for name in [*types, "Exception"]:
+            cls = getattr(builtins, name, None)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                try:
+                    return cls(*args) if isinstance(args, list) else cls(message)
+                except TypeError:
+                    continue
+        return Exception(message)
+
+    def ask_grader(request):
+        """Send a request about one of the grader's objects; its answer, or its error raised."""
+        if channel[0] is None:
+            raise RuntimeError("the grader's objects can be used only while the grader is checking")
+        torch = torch_module()
+        if torch is not None:
+            request["grad_mode"] = torch.is_grad_enabled()
+        text = channel[0](json.dumps({"cb": request, "sync": changed()}))
+        reply = json.loads(text)
+        apply_sync(reply.get("sync") or [])
+        if "cberr" in reply:
+            raise grader_error(reply["cberr"])
+        return decode(reply.get("cbok"))
+
+    class GraderObject:
+        """One of the grader's objects, as the learner's code sees it: it can be called,
+        read (public attributes), indexed, iterated and measured; all of it happens there."""
+
+        __slots__ = ("_number", "_info")
+
+        def __init__(self, number, info):
+            object.__setattr__(self, "_number", number)
+            object.__setattr__(self, "_info", info if isinstance(info, dict) else {})
+
+        def _ask(self, op, **fields):
+            return ask_grader({"op": op, "target": object.__getattribute__(self, "_number"), **fields})
+
+        def __call__(self, *args, **kwargs):
+            return self._ask("call", args=codec.encode(args, side), kwargs=codec.encode(kwargs, side))
+
+        def __getattr__(self, name):
+            if name.startswith("_"):
+                raise AttributeError(f"the grader's {self!r} does not show {name!r}")
+            return self._ask("getattr", name=name)
+
+        def __setattr__(self, name, value):
+            raise AttributeError(f"the grader's {self!r} cannot be changed from here")
+
+        def __getitem__(self, key):
+            return self._ask("getitem", key=codec.encode(key, side))
+
+        def __len__(self):
+            return self._ask("len")
+
+        def __iter__(self):
+            return iter(self._ask("iter"))
+
+        def __contains__(self, item):
+            return self._ask("contains", item=codec.encode(item, side))
+
+        def __repr__(self):
+            info = object.__getattribute__(self, "_info")
+            return f"<the grader's {str(info.get('ty', 'object'))[:100]}>"
+
+        def __str__(self):
+            return self._ask("str")
+
+    module_class = []   # GraderModule, once torch is there
+    module_kinds = {}   # torch.nn class -> GraderModule subclass of it
+
+    def grader_module(number, info, module=None):
+        """One of the grader's nn.Modules, as a module here: its parameters and buffers are
+        tensors linked to the grader's (an optimizer here steps them there), its children
+        are the grader's too, and its forward runs over there. Of the torch.nn class it is
+        (nn.Linear, ...), so that isinstance() in the learner's code sees what it is."""
+        torch = torch_module()
+        if not module_class:
+            class GraderModule(torch.nn.Module):
+                def forward(self, *args, **kwargs):
+                    return ask_grader({"op": "call", "target": self.__dict__["_grader_number"],
+                                       "args": codec.encode(args, side),
+                                       "kwargs": codec.encode(kwargs, side)})
+
+                def __getattr__(self, name):
+                    try:
+                        return torch.nn.Module.__getattr__(self, name)
+                    except AttributeError:
+                        if name.startswith("_"):
+                            raise
+                    return ask_grader({"op": "getattr", "target": self.__dict__["_grader_number"],
+                                       "name": name})
+
+                def train(self, mode=True):
+                    torch.nn.Module.train(self, mode)
+                    ask_grader({"op": "train", "target": self.__dict__["_grader_number"],
+                                "mode": bool(mode)})
+                    return self
+
+                def extra_repr(self):
+                    return "the grader's"
+
+            module_class.append(GraderModule)
+        kind = module_class[0]
+        for module_name, qualname in info.get("mro", []):
+            if not str(module_name).startswith("torch.nn.") or module_name not in sys.modules:
+                continue
+            found = sys.modules[module_name]
+            for part in str(qualname).split("."):
+                found = getattr(found, part, None)
+            if isinstance(found, type) and issubclass(found, torch.nn.Module) and found is not torch.nn.Module:
+                if found not in module_kinds:
+                    module_kinds[found] = type(f"Grader{found.__name__}", (module_class[0], found), {})
+                kind = module_kinds[found]
+                break
+        if not isinstance(module, kind):
+            module = kind.__new__(kind)
+            torch.nn.Module.__init__(module)
+            module.__dict__["_grader_number"] = number
+        for table in (module._parameters, module._buffers, module._modules):
+            table.clear()
+        grader_objects[number] = module  # before its children: a module may hold itself
+        # Straight into its tables: register_parameter would ask the grader whether the
+        # name is taken (an attribute missing here is read over there).
+        for name, data in info.get("p", []):
+            value = decode(data)
+            if value is None or isinstance(value, torch.nn.Parameter):
+                module._parameters[str(name)] = value
+        for name, data in info.get("b", []):
+            value = decode(data)
+            if value is None or isinstance(value, torch.Tensor):
+                module._buffers[str(name)] = value
+        for name, data in info.get("c", []):
+            value = decode(data)
+            if value is None or isinstance(value, torch.nn.Module):
+                module._modules[str(name)] = value
+        torch.nn.Module.train(module, bool(info.get("tr", True)))
+        return module
+
+    node_class = []
+
+    def grader_node_class():
+        """An autograd Function whose backward runs the grader's backward over there."""
+        if not node_class:
+            torch = torch_module()
+
+            class GraderNode(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, anchor, value, number):
+                    ctx.number = number
+                    return value.clone()
+
+                @staticmethod
+                def backward(ctx, grad):
+                    ask_grader({"op": "backward", "node": ctx.number,
+                                "grad": codec.encode(grad.detach(), side)})
+                    return None, None, None
+
+            node_class.append(GraderNode)
+        return node_class[0]
+
+    def value_of(request, key):
+        return decode(request[key])
+
     def run(request):
         op = request["op"]
         if op == "global":
@@ -205,6 +408,12 @@ def serve(codec, namespace=None):
             if torch is not None and rng_states:
                 torch.set_rng_state(rng_states.pop())
             return None
+        if op == "step_hook":  # the grader's hook on every optimizer step here
+            from torch.optim.optimizer import register_optimizer_step_pre_hook
+            hook = value_of(request, "hook")
+            if type(hook) is not GraderObject:
+                raise TypeError("a step hook must be the grader's")
+            return register_optimizer_step_pre_hook(lambda *args: hook(*args))
         if op == "backward":
             torch = torch_module()
             output = nodes[int(request["link"])]
@@ -213,6 +422,28 @@ def serve(codec, namespace=None):
             return None
         target = handles[request["target"]]
         value = lambda key: decode(request[key])  # noqa: E731
+        if op in ("swap_global", "restore_global"):
+            import inspect
+            names = getattr(inspect.unwrap(target), "__globals__", None)  # through @torch.no_grad()
+            name = str(request["name"])
+            if not isinstance(names, dict) or name not in names:
+                return False
+            if op == "swap_global":
+                swapped.append((names, name, names[name]))
+                names[name] = value("value")
+                return True
+            for i in range(len(swapped) - 1, -1, -1):
+                if swapped[i][0] is names and swapped[i][1] == name:
+                    names[name] = swapped.pop(i)[2]
+                    break
+            return None
+        if op == "set_inside":
+            path = value("path")
+            inner = getattr(target, path[0])
+            for key in path[1:-1]:
+                inner = inner[key]
+            inner[path[-1]] = value("value")
+            return None
         if op == "watch_look":
             if watching:
                 watching[0].look_at(target)
@@ -311,15 +542,39 @@ def serve(codec, namespace=None):
                 data += chunk
             return data
 
+        def send(connection, text):
+            data = text.encode()
+            connection.sendall(struct.pack("!Q", len(data)) + data)
+
+        def receive(connection):
+            (size,) = struct.unpack("!Q", read(connection, 8))
+            return read(connection, size).decode()
+
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.connect(path)
-            while True:
-                (size,) = struct.unpack("!Q", read(connection, 8))
-                text = read(connection, size).decode()
-                if text == "done":
-                    return
-                answer = repr(rpc(text)).encode()
-                connection.sendall(struct.pack("!Q", len(answer)) + answer)
+
+            def exchange(text):
+                """Ask the grader; answer its own requests (it may ask about the learner's
+                objects while it answers) until its reply comes."""
+                send(connection, text)
+                while True:
+                    message = receive(connection)
+                    if message.startswith(('{"cbok"', '{"cberr"')):
+                        return message
+                    if message == "done":
+                        raise ConnectionError("the grader ended the session")
+                    send(connection, repr(rpc(message)))
+
+            channel[0] = exchange
+            try:
+                while True:
+                    text = receive(connection)
+                    if text == "done":
+                        return
+                    send(connection, repr(rpc(text)))
+            finally:
+                channel[0] = None
 
     rpc.session = session
+    rpc.channel = channel
     return rpc

@@ -32,6 +32,7 @@ class Local(judge.Connection):
 
     def __init__(self, namespace: dict):
         self.rpc = _server(namespace)
+        self.rpc.channel[0] = self.callback_text  # the kernel's requests about lent objects
         self.requests = 0
 
     def ask_text(self, text: str) -> str:
@@ -384,3 +385,172 @@ def test_the_grader_builds_no_object_a_kernel_names():
     for data in ({"$dc": "Config", "f": []}, {"$path": "/etc/passwd"}):
         with pytest.raises(ValueError, match="refused a dataclass or a path"):
             judge_codec.decode(data, judge._Incoming(Local({})))
+
+
+# ------------------------------------------------------------------ the grader's objects, lent
+
+def _learner(source: str) -> Local:
+    namespace: dict = {}
+    exec(compile(source, "<learner cell>", "exec"), namespace)
+    return Local(namespace)
+
+
+def test_a_function_lent_to_the_learners_code_runs_here_and_its_errors_arrive_as_built_ins():
+    connection = _learner(
+        "def use(fn, x):\n"
+        "    try:\n"
+        "        return fn(x)\n"
+        "    except KeyError as error:\n"
+        "        return ('KeyError', error.args, str(error))\n")
+    use = connection.ask({"op": "global", "name": "use"})
+    ran_here = []
+
+    def double(x):
+        ran_here.append(x)
+        return x * 2
+
+    assert use(double, 21) == 42 and ran_here == [21]
+    assert use({"a": 1}.__getitem__, "b") == ("KeyError", ("b",), "'b'")
+
+
+def test_a_lent_module_trains_in_the_kernel_with_its_forward_and_weights_here():
+    connection = _learner(
+        "import torch\n"
+        "from torch import nn\n"
+        "def train(model, x, y, steps):\n"
+        "    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    for _ in range(steps):\n"
+        "        loss = ((model(x) - y) ** 2).mean()\n"
+        "        optimizer.zero_grad()\n"
+        "        loss.backward()\n"
+        "        optimizer.step()\n"
+        "    model.eval()\n"
+        "    return isinstance(model, nn.Linear), model.in_features, float(loss)\n")
+    torch.manual_seed(0)
+    model, x, y = torch.nn.Linear(3, 2), torch.randn(8, 3), torch.randn(8, 2)
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(model.state_dict())
+    forwards = []
+    model.register_forward_pre_hook(lambda module, inputs: forwards.append(inputs[0].shape))
+    is_linear, width, loss = connection.ask({"op": "global", "name": "train"})(model, x, y, 5)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(5):
+        expected = ((twin(x) - y) ** 2).mean()
+        optimizer.zero_grad()
+        expected.backward()
+        optimizer.step()
+    assert is_linear and width == 3  # the learner's code sees an nn.Linear
+    assert len(forwards) == 5  # the forward passes ran here, with the grader's hooks
+    assert torch.allclose(model.weight, twin.weight) and torch.allclose(model.bias, twin.bias)
+    assert not torch.equal(model.weight, twin.weight.detach() * 0)
+    assert loss == pytest.approx(float(expected)) and model.training is False
+
+
+def test_the_learners_code_reaches_nothing_of_a_lent_object_but_its_public_face():
+    secret = {"answer": 42}
+
+    def tool(x):
+        return x + secret["answer"] * 0
+
+    connection = _learner(
+        "def probe(fn):\n"
+        "    found = []\n"
+        "    for name in ('__globals__', '__closure__', '__code__', '_secret'):\n"
+        "        try:\n"
+        "            getattr(fn, name)\n"
+        "            found.append(name)\n"
+        "        except AttributeError:\n"
+        "            pass\n"
+        "    try:\n"
+        "        fn.__dict__['x'] = 1\n"
+        "        found.append('__dict__')\n"
+        "    except (AttributeError, TypeError):\n"
+        "        pass\n"
+        "    try:\n"
+        "        fn.patched = True\n"
+        "        found.append('setattr')\n"
+        "    except AttributeError:\n"
+        "        pass\n"
+        "    return found, fn(1)\n")
+    assert connection.ask({"op": "global", "name": "probe"})(tool) == ([], 1)
+    with pytest.raises(judge_codec.Unencodable, match="module"):
+        connection.encode(types.ModuleType("autograder.checks.attention"))
+
+
+def test_an_object_lent_for_one_test_cell_is_gone_in_the_next():
+    namespace: dict = {}
+    exec("kept = []\ndef keep(fn):\n    kept.append(fn)\ndef call_kept():\n    return kept[0]()\n", namespace)
+    first = Local(namespace)
+    first.ask({"op": "global", "name": "keep"})(lambda: "the first cell's")
+    second = Local(namespace)
+    second.rpc = first.rpc
+    second.rpc.channel[0] = second.callback_text
+    with pytest.raises(LookupError, match="lent for an earlier test cell"):
+        second.ask({"op": "global", "name": "call_kept"})()
+
+
+def test_checks_set_inside_swap_globals_and_watch_optimizer_steps_where_the_learner_runs():
+    from autograder.checks import _core
+    checks = types.ModuleType("checks")
+
+    def check(make_optimizer, outer):
+        p = torch.zeros(2, requires_grad=True)
+        optimizer = make_optimizer([p])
+        rates = []
+        # (In this one process the kernel's step also runs the hook registered here: only
+        # the call that came through the judge, with a handle on the optimizer, counts.)
+        def seen(opt, args, kwargs):
+            if isinstance(opt, judge.Remote):
+                rates.append([group["lr"] for group in opt.param_groups])
+
+        hook = _core.on_optimizer_step(seen)
+        _core.set_inside(optimizer, ("param_groups", 0, "lr"), 0.5)
+        p.grad = torch.ones(2)
+        optimizer.step()
+        hook.remove()
+        optimizer.step()
+        assert rates == [[0.5]], rates
+        assert torch.equal(p.detach(), torch.full((2,), -1.0)), p
+        with _core.global_replaced(outer, "helper", lambda x: x + 100):
+            assert outer(1) == 1010
+        assert outer(1) == 20
+
+    checks.check = check
+    connection = _learner(
+        "import torch\n"
+        "def make_optimizer(params):\n"
+        "    return torch.optim.SGD(params, lr=0.1)\n"
+        "def helper(x):\n"
+        "    return x + 1\n"
+        "def outer(x):\n"
+        "    return helper(x) * 10\n")
+    outputs, ok = judge.run_cell("checks.check(make_optimizer, outer)", checks, connection)
+    assert ok, outputs
+    # Without the hooks the same check fails: the rate set in a copy, the step unseen.
+    plain = _learner("import torch\ndef make_optimizer(params):\n    return torch.optim.SGD(params, lr=0.1)\n"
+                     "def helper(x):\n    return x + 1\ndef outer(x):\n    return helper(x) * 10\n")
+    rates: list = []
+    optimizer = plain.ask({"op": "global", "name": "make_optimizer"})([torch.zeros(2, requires_grad=True)])
+    optimizer.param_groups[0]["lr"] = 0.5  # a copy's item: the kernel's rate stays 0.1
+    assert optimizer.param_groups[0]["lr"] == 0.1 and rates == []
+
+
+def test_a_kernel_asking_about_lent_objects_gets_errors_for_anything_but_their_public_face():
+    connection = Local({})
+    number = connection.lend(lambda x: x)
+    hostile = [
+        {"op": "getattr", "target": number, "name": "__globals__"},
+        {"op": "getattr", "target": number, "name": "_private"},
+        {"op": "getattr", "target": number, "name": 3},
+        {"op": "call", "target": number + 1000, "args": {"$t": [1]}, "kwargs": {"$d": []}},
+        {"op": "call", "target": number, "args": {"$l": [1]}, "kwargs": {"$d": [[1, 2]]}},
+        {"op": "setattr", "target": number, "name": "x", "value": 1},
+        {"op": "backward", "node": 12345, "grad": None},
+        {"op": "train", "target": number, "mode": True},
+    ]
+    for request in hostile:
+        reply = json.loads(connection.callback_text(json.dumps({"cb": request, "sync": []})))
+        assert "cberr" in reply and "cbok" not in reply, (request, reply)
+    ok = json.loads(connection.callback_text(json.dumps(
+        {"cb": {"op": "call", "target": number, "args": {"$t": [7]}, "kwargs": {"$d": []}}, "sync": []})))
+    assert ok["cbok"] == 7  # the same channel still answers a fair request

@@ -528,6 +528,81 @@ def watch_calls(forbidden: dict) -> Watch:
 # the learner's code runs in the kernel, so the watch and torch's seeding must act there too.
 REMOTE_WATCH: Callable[[dict], Any] | None = None
 REMOTE_RNG: Callable[[int | None], Any] | None = None
+# Also set there: REMOTE_SET(obj, path, value) sets a value inside an object of the
+# learner's (its copies of lists and dicts reach the grader, not the object's own), and
+# REMOTE_STEP_HOOK(hook) registers an optimizer step hook in the kernel, where the learner's
+# optimizers step. Each returns NotImplemented for an object that is not the learner's.
+REMOTE_SET: Callable[[Any, tuple, Any], Any] | None = None
+REMOTE_STEP_HOOK: Callable[[Callable], Any] | None = None
+REMOTE_GLOBAL: Callable[[Callable, str, Any], Any] | None = None
+# A folder that the learner's code can write and the checks read (the kernel's own, when
+# the grader runs the checks), or None for the system's temporary folder.
+SCRATCH: str | None = None
+
+
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[str]:
+    """A fresh temporary folder for files the learner's code writes and the check reads (a
+    checkpoint, an exported model), removed afterwards."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as folder:
+        if SCRATCH is not None:
+            os.chmod(folder, 0o777)  # the kernel's user in its namespace is not the grader's
+        yield folder
+
+
+@contextlib.contextmanager
+def global_replaced(fn: Callable, name: str, value: Any) -> Iterator[None]:
+    """Run the inside with the global `name` that the learner's `fn` would call bound to
+    `value` (if its module has one), the learner's put back afterwards, so that a check
+    grades `fn` alone (its helper replaced by the reference, or by a recorder)."""
+    remote = REMOTE_GLOBAL(fn, name, value) if REMOTE_GLOBAL is not None else NotImplemented
+    if remote is not NotImplemented:
+        with remote:
+            yield
+        return
+    import inspect
+    namespace = getattr(inspect.unwrap(fn), "__globals__", None)  # through @torch.no_grad()
+    if namespace is None or name not in namespace:
+        yield
+        return
+    mine = namespace[name]
+    namespace[name] = value
+    try:
+        yield
+    finally:
+        namespace[name] = mine
+
+
+def set_inside(obj: Any, path: tuple, value: Any) -> None:
+    """``obj.path[0][path[1]]...[path[-1]] = value``: the first step an attribute, the others
+    items (``set_inside(optimizer, ("param_groups", 0, "lr"), 0.1)``), wherever `obj` lives."""
+    if REMOTE_SET is not None and REMOTE_SET(obj, path, value) is not NotImplemented:
+        return
+    target = getattr(obj, path[0])
+    for key in path[1:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+class _Handles:
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def on_optimizer_step(hook: Callable) -> Any:
+    """``torch.optim.optimizer.register_optimizer_step_pre_hook(hook)`` for every optimizer,
+    the learner's included where they run; ``.remove()`` on the result removes it."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    handles = [register_optimizer_step_pre_hook(hook)]
+    if REMOTE_STEP_HOOK is not None:
+        handles.append(REMOTE_STEP_HOOK(hook))
+    return _Handles(handles)
 
 
 @contextlib.contextmanager

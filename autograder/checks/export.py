@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +26,7 @@ from llmref.gpt import GPT as Reference
 from llmref.gpt import GPTConfig
 from llmref.kvcache import forward_with_cache
 
-from ._core import call_learner, fail, fail_from, passed, torch_isolated, worst_mismatch
+from ._core import call_learner, fail, fail_from, passed, scratch_folder, torch_isolated, worst_mismatch
 from .gpt import _random_state
 
 # Every size distinct (V=23, block_size=12, C=16, 2 heads of 8, 2 layers; batches 1 and 3),
@@ -139,7 +138,7 @@ def check_export_gpt(export_gpt: Callable, seed: int = 0, batches=(1, 3), length
     __tracebackhide__ = True
     config = _config(**overrides)
     lengths = lengths or (1, config.block_size // 2 - 1, config.block_size)
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         model = _model(config, seed)
         session = _export(export_gpt, model, Path(folder), "export_gpt")
         inputs, outputs = _names(session)
@@ -178,7 +177,7 @@ def check_export_refuses_training_mode(export_gpt: Callable, seed: int = 0, **ov
     """A model in training mode is refused with a ValueError that says so."""
     __tracebackhide__ = True
     config = _config(dropout=0.1, **overrides)
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         model = _model(config, seed).train()
         try:
             with _quiet_exporter():
@@ -235,7 +234,7 @@ def check_export_with_cache(export_gpt_with_cache: Callable, seed: int = 0, batc
     config = _config(**overrides)
     L, H, hs = config.n_layer, config.n_head, config.n_embd // config.n_head
     chunks = [5, 1, 1, 1, config.block_size - 8]          # a prefill, single tokens, a chunk
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         model = _model(config, seed)
         session = _export(export_gpt_with_cache, model, Path(folder), "export_gpt_with_cache")
         inputs, outputs = _names(session)

@@ -17,11 +17,9 @@ reference ``forward_with_cache``), so that each graded cell grades one function.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
 from dataclasses import fields
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,7 +29,7 @@ from llmref.block import CausalSelfAttention
 from llmref.gpt import GPT, GPTConfig
 
 from ._core import (CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, fail_from,
-                    find_bad_values, passed, torch_isolated, worst_mismatch)
+                    find_bad_values, global_replaced, passed, torch_isolated, worst_mismatch)
 from .gpt import _random_state
 from .multihead import FORBIDDEN as ATTENTION_FUNCTIONS
 
@@ -72,22 +70,6 @@ def _models(config: GPTConfig, seed: int) -> tuple[GPT, GPT]:
 
 def _tokens(config: GPTConfig, seed: int, *shape: int) -> torch.Tensor:
     return torch.randint(config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
-
-
-@contextlib.contextmanager
-def _reference_in_place_of(fn: Callable, name: str, reference: Callable) -> Iterator[None]:
-    """Run `fn` with the global `name` it would call bound to `reference` (if it has one),
-    restoring the learner's afterwards, so that a check grades `fn` alone."""
-    namespace = getattr(inspect.unwrap(fn), "__globals__", None)  # through @torch.no_grad()
-    if namespace is None or name not in namespace:
-        yield
-        return
-    mine = namespace[name]
-    namespace[name] = reference
-    try:
-        yield
-    finally:
-        namespace[name] = mine
 
 
 def _compare(actual: np.ndarray, expected: np.ndarray, what: str, explain: Callable[[], str],
@@ -401,7 +383,7 @@ def check_incremental(forward_with_cache, *, seed: int = 3, batch: int = 2,
     L, C, block = config.n_layer, config.n_embd, config.block_size
     with torch_isolated(seed):
         model, model64 = _models(config, seed)
-        with _reference_in_place_of(forward_with_cache, "attend_with_cache", ref.attend_with_cache):
+        with global_replaced(forward_with_cache, "attend_with_cache", ref.attend_with_cache):
             for P in prompt_lengths:
                 idx = _tokens(config, seed + P, batch, block)
                 with torch.no_grad():
@@ -477,7 +459,7 @@ def check_left_padding(forward_with_cache, *, seed: int = 4, lengths=(4, 9, 1), 
         later = torch.stack([r[n:] for r, n in zip(rows, lengths)])          # (B, steps)
         with torch.no_grad():
             alone = [model64(r[None])[0][0].numpy() for r in rows]             # (n + steps, V)
-        with _reference_in_place_of(forward_with_cache, "attend_with_cache", ref.attend_with_cache):
+        with global_replaced(forward_with_cache, "attend_with_cache", ref.attend_with_cache):
             past = None
             pieces = [(idx, mask)] + [
                 (later[:, s:s + 1], torch.cat([mask, torch.ones(B, s + 1, dtype=torch.bool)], 1))
@@ -526,7 +508,7 @@ def _run_generate(fn, model, prompt, max_new, mask=None, **kwargs) -> tuple[Any,
     recorder = _Recorder()
     extra = {} if mask is None else {"attention_mask": mask.clone()}
     try:
-        with _reference_in_place_of(fn, "forward_with_cache", recorder), \
+        with global_replaced(fn, "forward_with_cache", recorder), \
                 torch.random.fork_rng(devices=[]):
             tokens = call_learner(fn, model, prompt.clone(), max_new, name="generate_with_cache",
                                   **kwargs, **extra)
@@ -631,7 +613,7 @@ def check_generate(generate_with_cache, *, seed: int = 5, batch: int = 2, prompt
                 "never fed back, so it needs no position. Refuse only when "
                 "T + max_new_tokens - 1 > block_size.") from failure.__cause__
         try:
-            with _reference_in_place_of(generate_with_cache, "forward_with_cache", _Recorder()):
+            with global_replaced(generate_with_cache, "forward_with_cache", _Recorder()):
                 generate_with_cache(model, edge.clone(), fill + 1, top_k=1)
         except ValueError as exc:
             if str(block) not in str(exc):

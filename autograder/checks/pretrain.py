@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import math
 import numbers
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from llmref import pretrain as reference
 from llmref.corpus import windows as numpy_windows
 from llmref.gpt import GPT, GPTConfig
 
-from ._core import CheckFailure, call_learner, describe, fail, passed, refuse_shortcuts, torch_isolated
+from ._core import (CheckFailure, call_learner, describe, fail, passed, refuse_shortcuts, scratch_folder,
+                    set_inside, torch_isolated)
 
 VOCAB = 23  # a vocabulary that is no power of two, so that shapes cannot be confused
 
@@ -255,8 +255,8 @@ def check_adamw_steps(AdamW, *, seed: int = 0, steps: int = 5, lr: float = 0.02,
         for params, opt in ((mine, optimizer), (theirs, torch_optimizer)):
             for p, g in zip(params, grads[k]):
                 p.grad = None if g is None else g.clone()
-            for group, group_lr in zip(opt.param_groups, schedule[k]):
-                group["lr"] = group_lr
+            for i, group_lr in enumerate(schedule[k]):
+                set_inside(opt, ("param_groups", i, "lr"), group_lr)
         before = [p.detach().clone() for p in mine]
         _learner_step(optimizer)
         torch_optimizer.step()
@@ -306,8 +306,8 @@ def check_adamw_gpt(AdamW, *, seed: int = 0, steps: int = 100, lr: float = 3e-3,
             for step in range(steps):
                 step_lr = reference.lr_at(step, max_lr=lr, min_lr=lr / 10, warmup_steps=10,
                                           total_steps=steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = step_lr
+                for i in range(len(optimizer.param_groups)):
+                    set_inside(optimizer, ("param_groups", i, "lr"), step_lr)
                 x, y = reference.get_batch(tokens, 8, 16, generator)
                 _, loss = model(x, y)
                 optimizer.zero_grad()
@@ -886,7 +886,7 @@ def check_checkpoint(save_checkpoint, restore_checkpoint, *, seed: int = 0) -> N
     restore it into a fresh model, optimizer and generator after scrambling torch's random
     state: every piece must come back exactly."""
     __tracebackhide__ = True
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         saved = _saved_run(save_checkpoint, Path(folder), seed)
         model, optimizer, generator = _fresh(seed, saved["config"])
         result = call_learner(restore_checkpoint, saved["path"], model, optimizer, generator,
@@ -951,7 +951,7 @@ def check_resume(train, *, seed: int = 0, steps: int = 12, stop_after: int = 5,
     __tracebackhide__ = True
     config = _train_config(seed, steps=steps, eval_every=eval_every)
     tokens, held_out = _tokens(seed, 400), _tokens(seed + 1, 70)
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         path = Path(folder) / "run.pt"
         model = _gpt(seed, dropout=dropout)
         torch.manual_seed(seed + 1)
@@ -1017,7 +1017,7 @@ def check_resume_errors(save_checkpoint, restore_checkpoint, *, seed: int = 0,
     a tensor and both shapes. model_change (e.g. {"n_head": 4}): a model of the same shapes
     but another configuration must fail naming the field."""
     __tracebackhide__ = True
-    with torch_isolated(seed), tempfile.TemporaryDirectory() as folder:
+    with torch_isolated(seed), scratch_folder() as folder:
         saved = _saved_run(save_checkpoint, Path(folder), seed)
         config = saved["config"]
         old = getattr(config, field)

@@ -31,13 +31,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from llmref import corpus, pretrain
 from llmref import training as reference
 
 from ._core import (SHORTCUT_PHRASE, call_learner, close, describe, expect_tuple, fail,
-                    first_match, hint_on_error, passed, refuse_shortcuts, torch_isolated)
+                    first_match, hint_on_error, on_optimizer_step, passed, refuse_shortcuts,
+                    torch_isolated)
 
 Function = Callable[..., Any]
 
@@ -279,7 +279,7 @@ def _watch(model: nn.Module) -> Spy:
 
     spy.handles += [p.register_hook(before_accumulation(p)) for p in params]
     spy.handles += [p.register_post_accumulate_grad_hook(after_accumulation) for p in params]
-    spy.handles.append(register_optimizer_step_pre_hook(before_step))
+    spy.handles.append(on_optimizer_step(before_step))
     return spy
 
 
