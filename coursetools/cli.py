@@ -11,6 +11,10 @@
     course export --class-dir DIR         one CSV of every student's grades, for the LMS
     course selfcheck [NAME ...]           grade each assignment's solution (full marks), release
                                           (zero) and known mistakes (points lost), as a class
+    course bundle [NAME ...] --out DIR    the learner's bundle of each assignment for a graded class
+                                          (DIR/NAME/ and DIR/NAME.zip): no solutions, hidden tests
+                                          or reference implementations; --snapshots re-records the
+                                          references' answers it replays, --check tests they are current
 
 Run it from the course repository (or pass --root); collect and export run anywhere.
 """
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 
 from .distributed import ClusterError
-from . import collect, grades, grading, library, release, report, sandbox, selfcheck
+from . import bundle, collect, grades, grading, library, release, report, sandbox, selfcheck
 
 
 def find_root(start: Path) -> Path:
@@ -109,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="submissions graded at once (default: one per CPU core)")
     p.add_argument("--no-sandbox", action="store_true", help="UNSAFE outside a trusted machine; see grade")
 
+    p = sub.add_parser("bundle", help="build the learner's bundle per assignment (no answers), "
+                                      "or re-record / check the snapshots it replays")
+    p.add_argument("names", nargs="*", help="assignments (default: every one the bundle covers)")
+    p.add_argument("--out", type=Path, default=Path("_build") / "bundles",
+                   help="folder to write NAME/ and NAME.zip into (default: _build/bundles)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--snapshots", action="store_true",
+                      help="re-record autograder/snapshots/NAME.json and .npz from the references "
+                           "(after changing an exercise, a check or llmref; commit the result)")
+    mode.add_argument("--check", action="store_true",
+                      help="re-record into a temporary folder and fail if the committed snapshots differ")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="assignments recorded at once (default: one per CPU core)")
+
     args = parser.parse_args(argv)
     if args.command == "collect":
         return _collect(args)
@@ -163,7 +181,51 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "selfcheck":
         return _selfcheck(root, args)
+    if args.command == "bundle":
+        return _bundle(root, args)
     return 2
+
+
+def _bundle(root: Path, args: argparse.Namespace) -> int:
+    """Exit 0 when every assignment asked for was done, 1 when one was not (each said why)."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    names = args.names or release.assignment_names(root)
+    failed = 0
+    for name in names:
+        if name in bundle.NOT_COVERED:
+            print(f"skipped {name}: {bundle.NOT_COVERED[name]}")
+            failed += bool(args.names)  # asked for by name: say so in the exit status
+    names = [n for n in names if n not in bundle.NOT_COVERED]
+    with tempfile.TemporaryDirectory(prefix="course-snapshots-") as scratch:
+        target = root / bundle.SNAPSHOTS if args.snapshots else Path(scratch)
+
+        def record(name: str) -> str:
+            try:
+                summary = bundle.snapshot(root, name, target)
+            except bundle.BundleError as exc:
+                return f"error: {exc}"
+            if args.check:
+                problems = bundle.compare_snapshots(root / bundle.SNAPSHOTS, target, name)
+                return "; ".join(problems) if problems else f"{name}: current"
+            return f"recorded {name}: {summary['calls']} calls, {summary['arrays']} arrays"
+
+        if args.snapshots or args.check:
+            with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                for line in pool.map(record, names):
+                    print(line)
+                    failed += not (line.startswith("recorded") or line.endswith(": current"))
+            return 1 if failed else 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            folder = bundle.build(root, name, args.out)
+        except bundle.BundleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"wrote {folder} and {folder}.zip")
+    return 1 if failed else 0
 
 
 def _selfcheck(root: Path, args: argparse.Namespace) -> int:

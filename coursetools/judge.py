@@ -15,10 +15,14 @@ Arrays and tensors sent either way stay linked: an optimizer of the learner's th
 the grader's parameters in place, or a backward pass that fills gradients, is seen on the
 other side at the next request. A kernel result with a graph becomes here a tensor whose
 backward runs the learner's backward there (RemoteNode), so a check's gradient comparisons
-work unchanged. torch's seeding (`_core.torch_seeded`), grad mode and the watch for library
-shortcuts (`_core.watch_calls`) follow the check into the kernel. A handle on a learner's
-class passes `isinstance(cls, type)` and `issubclass(cls, nn.Module)` through the library
-classes of its MRO (`__class__`, `__bases__`), never by running anything here.
+work unchanged. Grad mode and the watch for library shortcuts (`_core.watch_calls`) follow
+the check into the kernel, and torch's global generator is one stream across both sides:
+a message carries its sender's state when it changed since the two last agreed (the
+kernel's first answer brings the learner's), so `_core.torch_seeded`, dropout and a saved
+random state behave as in one process. A strided tensor arrives strided. A handle on a
+learner's class passes `isinstance(cls, type)` and `issubclass(cls, nn.Module)` through the
+library classes of its MRO (`__class__`, `__bases__`), never by running anything here, and
+`isinstance(obj, cls)` is asked of the kernel.
 
 What a check hands the learner's code that is not data is lent, not sent: the kernel gets a
 stand-in (judge_kernel's GraderObject) whose calls, attribute reads (public names only),
@@ -62,27 +66,37 @@ from . import judge_codec
 
 # Assignments whose test cells the grader runs itself. Their checks may hand the learner's
 # code objects of the grader's (a model, a function, a scripted stand-in): those are lent,
-# not sent (judge_kernel's GraderObject and grader_module). Four still run their checks in
-# the kernel: 11_gpt grafts the learner's generate onto the reference class, 12_pretrain's
-# checkpoint checks read torch's global random state that the learner's code restores (two
-# processes, two generators: a lent model's dropout draws from the grader's), 18_finetune's
-# LoRA replaces layers inside the grader's model, and 20_export hands torch.onnx.export the
-# grader's model, which needs the module itself, not one lent. 13_encoder works through the
-# judge, but its checks load MiniLM's 90 MB of weights into the learner's model several
-# times, which as JSON took 15 s for one submission even in one process.
+# not sent (judge_kernel's GraderObject and grader_module), or built in the kernel where
+# BUILT_IN_KERNEL allows it. 13_encoder works through the judge, but its checks load
+# MiniLM's 90 MB of weights into the learner's model several times, which as JSON took 15 s
+# for one submission even in one process: it still runs its checks in the kernel.
 JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules",
-                    "06_multihead", "07_training", "08_bpe", "09_positions", "10_block",
-                    "14_seq2seq", "15_sampling", "16_kv_cache", "17_retrieval", "19_agent"})
+                    "06_multihead", "07_training", "08_bpe", "09_positions", "10_block", "11_gpt",
+                    "12_pretrain", "14_seq2seq", "15_sampling", "16_kv_cache", "17_retrieval",
+                    "18_finetune", "19_agent", "20_export"})
+# Modules whose classes a judged assignment's kernel builds itself when a check hands the
+# learner's code one of their modules (the rest are lent, their forward run in the grader):
+# 20_export hands torch.onnx.export the reference GPT, which must be the module itself to
+# be traced, and 18_finetune's LoRA replaces layers inside a GPT that the check then runs
+# (`_core.in_learners_process`). Both are earlier exercises' references, kept in KERNEL_KEEPS.
+BUILT_IN_KERNEL: dict[str, tuple[str, ...]] = {
+    "18_finetune": ("llmref.gpt", "llmref.block", "torch.nn"),
+    "20_export": ("llmref.gpt", "llmref.block", "torch.nn"),
+}
 # Modules of llmref that a judged assignment's notebook imports for itself (an earlier
 # exercise's reference, the course's data), with what those import: its kernel keeps these
 # and no others, never the module of its own exercise.
 KERNEL_KEEPS: dict[str, tuple[str, ...]] = {
     "03_backprop": ("attention", "probability"),
     "07_training": ("corpus", "ngram", "probability"),
+    "11_gpt": ("block", "corpus"),
+    "12_pretrain": ("block", "corpus", "gpt"),
     "14_seq2seq": ("block", "corpus", "gpt", "pretrain"),
     "16_kv_cache": ("block", "gpt"),
     "17_retrieval": ("book_pages",),
+    "18_finetune": ("block", "gpt"),
     "19_agent": ("agent_data", "block", "corpus", "course_model", "gpt", "pretrain"),
+    "20_export": ("block", "gpt", "kvcache"),
 }
 CHECKS_IMPORT = re.compile(r"from\s+autograder\.checks\s+import\s+(\w+)\s+as\s+checks")
 # Seconds one request may take: the submission's own time limit (the worker's watchdog)
@@ -180,8 +194,13 @@ NOT_LENT = (types.ModuleType,)
 class Connection:
     """Sends a request (JSON text) and returns the answer's text; subclasses say how.
 
+    Modules of the classes whose modules `built_here` names are built in the kernel as what
+    they are (see BUILT_IN_KERNEL), not lent.
+
     Tensors are linked (see judge_kernel): each request carries the linked tensors this side
     changed, each answer those the kernel changed, and both are written in place."""
+
+    built_here: tuple[str, ...] = ()
 
     def ask_text(self, text: str) -> str:
         raise NotImplementedError
@@ -245,9 +264,43 @@ class Connection:
                 judge_codec.apply_update(obj, data, grad)
                 seen[int(number)] = judge_codec.fingerprint(obj)
 
+    # torch's global generator: the grader's and the kernel's are one stream. A message
+    # carries the sender's state when it changed since the two last agreed, and the other
+    # side takes it; the kernel's first answer brings the learner's state here.
+
+    def _rng_seen(self) -> bytes | None:
+        torch = _torch()
+        if torch is None:
+            return None
+        if not hasattr(self, "_rng_agreed"):
+            self._rng_agreed = torch.get_rng_state().numpy().tobytes()
+        return self._rng_agreed
+
+    def _rng_out(self, message: dict) -> None:
+        agreed = self._rng_seen()
+        if agreed is None:
+            return
+        state = _torch().get_rng_state().numpy()
+        if state.tobytes() != agreed:
+            message["rng"] = judge_codec.array_data(state)
+            self._rng_agreed = state.tobytes()
+
+    def _rng_in(self, message: dict) -> None:
+        torch = _torch()
+        if torch is None or not isinstance(message.get("rng"), dict):
+            return
+        try:
+            state = judge_codec.array_from(message["rng"])
+            torch.set_rng_state(torch.from_numpy(state))
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise KernelGone(f"{BROKEN}: the kernel sent a random state that is none") from exc
+        self._rng_agreed = state.tobytes()
+
     def ask(self, request: dict) -> Any:
         _, _, _, dropped = self._links()
+        self._rng_seen()
         request = {**request, "sync": self._outgoing()}
+        self._rng_out(request)
         if _torch() is not None:
             request["grad_mode"] = _torch().is_grad_enabled()
         if dropped:
@@ -265,6 +318,7 @@ class Connection:
             raise KernelGone(f"{BROKEN}: the kernel answered the grader with something that is not an answer")
         if data.get("sync"):
             self._incoming(data["sync"])
+        self._rng_in(data)
         if "error" in data:
             error = data["error"]
             raise learner_error([str(t) for t in error.get("types", [])], str(error.get("message", "")),
@@ -306,6 +360,7 @@ class Connection:
             message = json.loads(text)
             request = message["cb"]
             self._incoming(message.get("sync"))
+            self._rng_in(message)
             torch = _torch()
             if torch is not None and "grad_mode" in request:
                 with torch.set_grad_enabled(bool(request["grad_mode"])):
@@ -322,6 +377,7 @@ class Connection:
             if all(type(a) in (str, int, float, bool) for a in error.args) and len(error.args) < 4:
                 reply["cberr"]["args"] = [a[:2000] if type(a) is str else a for a in error.args]
         reply["sync"] = self._outgoing()
+        self._rng_out(reply)
         return json.dumps(reply)
 
     def _callback(self, request: dict) -> Any:
@@ -391,12 +447,19 @@ class _Outgoing:
         torch = _torch()
         if torch is not None and isinstance(obj, torch.nn.Module):
             # A module: the kernel builds one whose parameters and buffers are linked to
-            # these and whose forward comes back here (judge_kernel's grader_module).
+            # these and whose forward comes back here (judge_kernel's grader_module), or,
+            # for a class the assignment lets its kernel hold, one of that very class.
             info.update(mod=True, tr=obj.training,
                         mro=[[c.__module__, c.__qualname__] for c in type(obj).__mro__][:32],
                         p=[[n, judge_codec.encode(v, self)] for n, v in obj._parameters.items()],
                         b=[[n, judge_codec.encode(v, self)] for n, v in obj._buffers.items()],
                         c=[[n, judge_codec.encode(v, self)] for n, v in obj._modules.items()])
+            home = type(obj).__module__
+            if any(home == m or home.startswith(m + ".") for m in self.connection.built_here):
+                info["build"] = [home, type(obj).__qualname__]
+                info["a"] = [[k, judge_codec.encode(v, self)] for k, v in vars(obj).items()
+                             if not k.startswith("_") and k != "training"
+                             and not isinstance(v, (torch.nn.Module, torch.Tensor))]
         return {"$g": self.connection.lend(obj), "info": info}
 
     def array(self, value: Any, data: Callable[[], dict]) -> dict:
@@ -542,6 +605,13 @@ class Remote:
     def __contains__(self, item: Any) -> bool:
         return self._ask("contains", item=self._send(item)) is True
 
+    def __instancecheck__(self, instance: Any) -> bool:
+        """isinstance(x, cls) for a class of the learner's: asked of the kernel for one of its
+        objects; none of the grader's is an instance of the learner's class."""
+        if not isinstance(instance, Remote):
+            return False
+        return self._ask("isinstance", obj=object.__getattribute__(instance, "_number")) is True
+
     def __bool__(self) -> bool:
         return self._ask("bool") is True
 
@@ -661,17 +731,6 @@ class RemoteWatch:
             self.note(str(name))
 
 
-@contextlib.contextmanager
-def remote_rng(connection: Connection, seed: int | None):
-    """`_core.torch_seeded` in the kernel: its torch generator seeded (when `seed` is given)
-    for the inside, and given back afterwards."""
-    connection.ask({"op": "rng_push", "seed": seed})
-    try:
-        yield
-    finally:
-        connection.ask({"op": "rng_pop"})
-
-
 def remote_set(connection: Connection, obj: Any, path: tuple, value: Any) -> Any:
     """`_core.set_inside` for an object in the kernel: set there, not in a copy here."""
     if not isinstance(obj, Remote):
@@ -679,6 +738,16 @@ def remote_set(connection: Connection, obj: Any, path: tuple, value: Any) -> Any
     connection.ask({"op": "set_inside", "target": object.__getattribute__(obj, "_number"),
                     "path": connection.encode(tuple(path)), "value": connection.encode(value)})
     return None
+
+
+def remote_graft(connection: Connection, obj: Any, cls: Any, exclude: tuple, require: tuple) -> Any:
+    """`_core.with_methods_of` for a class of the learner's: done in the kernel, on `obj` lent
+    there; the result is a handle on it, whose calls of its own class reach `obj` here."""
+    if not isinstance(cls, Remote):
+        return NotImplemented
+    return connection.ask({"op": "graft", "value": connection.encode(obj),
+                           "cls": object.__getattribute__(cls, "_number"),
+                           "exclude": [str(e) for e in exclude], "require": [str(r) for r in require]})
 
 
 def remote_global(connection: Connection, fn: Any, name: str, value: Any) -> Any:
@@ -755,10 +824,11 @@ def run_cell(source: str, checks: Any, connection: Connection,
     namespace: dict[str, Any] = {"checks": checks, "__name__": "__course_judge__"}
     error: BaseException | None = None
     _core.REMOTE_WATCH = lambda forbidden: RemoteWatch(connection, forbidden)
-    _core.REMOTE_RNG = lambda seed: remote_rng(connection, seed)
     _core.REMOTE_SET = functools.partial(remote_set, connection)
     _core.REMOTE_GLOBAL = functools.partial(remote_global, connection)
     _core.SCRATCH = None if scratch is None else str(scratch)
+    _core.REMOTE_ADOPT = lambda model: connection.ask({"op": "adopt", "value": connection.encode(model)})
+    _core.REMOTE_GRAFT = functools.partial(remote_graft, connection)
     _core.REMOTE_STEP_HOOK = lambda hook: connection.ask({"op": "step_hook", "hook": connection.encode(hook)})
     try:
         for name in global_names(source):
@@ -777,8 +847,11 @@ def run_cell(source: str, checks: Any, connection: Connection,
     except Exception as exc:  # the check's verdict, or the learner's error it did not catch
         error = exc
     finally:
-        _core.REMOTE_WATCH = _core.REMOTE_RNG = _core.REMOTE_SET = _core.REMOTE_STEP_HOOK = None
-        _core.REMOTE_GLOBAL = _core.SCRATCH = None
+        with contextlib.suppress(KernelGone, LearnerError):
+            connection.ask({"op": "sync"})  # the kernel's generator as the cell leaves it
+        _core.REMOTE_WATCH = _core.REMOTE_SET = _core.REMOTE_STEP_HOOK = None
+        _core.REMOTE_GLOBAL = _core.SCRATCH = _core.REMOTE_ADOPT = None
+        _core.REMOTE_GRAFT = None
     outputs: list[dict] = []
     if printed.getvalue():
         outputs.append({"output_type": "stream", "name": "stdout", "text": printed.getvalue()})
@@ -911,8 +984,9 @@ class NotebookJudge:
     source of each test cell (grade id -> source) as the gradebook holds it; only those run
     here, never what a submission wrote."""
 
-    def __init__(self, checks_module: str, trusted: dict[str, str]):
+    def __init__(self, checks_module: str, trusted: dict[str, str], built_here: tuple[str, ...] = ()):
         self.checks = importlib.import_module(f"autograder.checks.{checks_module}")
+        self.built_here = built_here
         if _torch() is not None:
             _torch().set_num_threads(1)  # see pool.start_worker
         self.trusted = trusted
@@ -931,6 +1005,7 @@ class NotebookJudge:
             return False
         loop = asyncio.get_running_loop()
         connection = KernelConnection(client, loop, alive)
+        connection.built_here = self.built_here
         if self.booted_for is not client:
             await connection.boot()
             self.booted_for = client
@@ -977,4 +1052,6 @@ def judge_for(resources: dict, cells: list) -> NotebookJudge | None:
         setup = [{"cell_type": "code", "source": c.source}
                  for c in gradebook.find_notebook(info["notebook"], info["assignment"]).source_cells]
     module = checks_module_name(setup)
-    return NotebookJudge(module, trusted) if module else None
+    if not module:
+        return None
+    return NotebookJudge(module, trusted, BUILT_IN_KERNEL.get(info["assignment"], ()))

@@ -89,8 +89,11 @@ def tensor_data(value):
     dtype = str(data.dtype).replace("torch.", "")
     if data.dtype == torch.bfloat16:
         data = data.float()
-    return {"$T": _array(data.numpy()), "dt": dtype, "rg": bool(value.requires_grad),
-            "p": isinstance(value, torch.nn.Parameter)}
+    encoded = {"$T": _array(data.numpy()), "dt": dtype, "rg": bool(value.requires_grad),
+               "p": isinstance(value, torch.nn.Parameter)}
+    if value.dim() > 0 and value.numel() > 1 and not value.is_contiguous():
+        encoded["nc"] = True  # a view with strides (targets[:, :-1]): .view() must fail on it too
+    return encoded
 
 
 def tensor_from(data):
@@ -102,6 +105,15 @@ def tensor_from(data):
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"refused a tensor of dtype {data['dt']!r}")
     tensor = torch.from_numpy(_unarray(data["$T"])).to(dtype)
+    if data.get("nc") and tensor.dim() > 0 and not data.get("p"):
+        # Rows padded by one (a single row: every stride doubled), so that what cannot be
+        # flattened by .view() there cannot be here either.
+        if tensor.dim() > 1:
+            strided = torch.empty(*tensor.shape[:-1], tensor.shape[-1] + 1, dtype=dtype)[..., :-1]
+        else:
+            strided = torch.empty(*tensor.shape, 2, dtype=dtype)[..., 0]
+        strided.copy_(tensor)
+        tensor = strided
     if data.get("p"):
         return torch.nn.Parameter(tensor, requires_grad=bool(data.get("rg")))
     return tensor.requires_grad_(bool(data.get("rg")) and tensor.is_floating_point())

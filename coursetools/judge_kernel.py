@@ -28,7 +28,7 @@ def serve(codec, namespace=None):
     nodes = {}     # number -> a result with a graph, kept for the grader's backward requests
     seen = {}      # number -> its fingerprint when last in step with the grader
     link_of = {}   # id(tensor) -> number
-    rng_states = []
+    rng_agreed = [None]  # torch's generator state when this side and the grader's last agreed
     swapped = []       # (globals, name, the learner's value) the grader swapped for a check
     # The grader's objects handed to the learner's code (a model, a function, a scripted
     # stand-in): a GraderObject each, whose calls go back to the grader over the session's
@@ -59,7 +59,7 @@ def serve(codec, namespace=None):
         def __call__(self, obj):  # a handle for what is not a plain value
             if type(obj) is GraderObject:
                 return {"$g": object.__getattribute__(obj, "_number")}
-            if module_class and isinstance(obj, module_class[0]):
+            if module_class and isinstance(obj, module_class[0]) and not obj.__dict__.get("_kernel_own"):
                 return {"$g": obj.__dict__["_grader_number"]}
             came = origin.get(id(obj))
             if came is not None and came[0] is obj:  # the grader's own, rebuilt here
@@ -215,6 +215,24 @@ def serve(codec, namespace=None):
         from IPython import get_ipython
         return get_ipython().user_ns
 
+    def rng_out(message):
+        """Attach torch's generator state if it changed since the two sides last agreed."""
+        torch = torch_module()
+        if torch is None:
+            return
+        state = torch.get_rng_state().numpy()
+        if state.tobytes() != rng_agreed[0]:
+            message["rng"] = codec.array_data(state)
+            rng_agreed[0] = state.tobytes()
+
+    def rng_in(message):
+        torch = torch_module()
+        if torch is None or not isinstance(message.get("rng"), dict):
+            return
+        state = codec.array_from(message["rng"])
+        torch.set_rng_state(torch.from_numpy(state))
+        rng_agreed[0] = state.tobytes()
+
     def grader_error(error):
         """The grader's exception, as the nearest built-in class that takes a message."""
         types = [str(t) for t in error.get("types", [])] if isinstance(error, dict) else []
@@ -236,9 +254,12 @@ def serve(codec, namespace=None):
         torch = torch_module()
         if torch is not None:
             request["grad_mode"] = torch.is_grad_enabled()
-        text = channel[0](json.dumps({"cb": request, "sync": changed()}))
+        message = {"cb": request, "sync": changed()}
+        rng_out(message)
+        text = channel[0](json.dumps(message))
         reply = json.loads(text)
         apply_sync(reply.get("sync") or [])
+        rng_in(reply)
         if "cberr" in reply:
             raise grader_error(reply["cberr"])
         return decode(reply.get("cbok"))
@@ -289,6 +310,21 @@ def serve(codec, namespace=None):
     module_class = []   # GraderModule, once torch is there
     module_kinds = {}   # torch.nn class -> GraderModule subclass of it
 
+    def built_class(name):
+        """The class [module, qualified name] the grader asks to build here, if it is a
+        module this kernel can import (torch.nn's, or a reference the notebook imports)."""
+        import importlib
+        if not (isinstance(name, list) and len(name) == 2 and all(isinstance(n, str) for n in name)):
+            return None
+        try:
+            found = importlib.import_module(name[0])
+            for part in name[1].split("."):
+                found = getattr(found, part)
+        except Exception:
+            return None
+        torch = torch_module()
+        return found if isinstance(found, type) and issubclass(found, torch.nn.Module) else None
+
     def grader_module(number, info, module=None):
         """One of the grader's nn.Modules, as a module here: its parameters and buffers are
         tensors linked to the grader's (an optimizer here steps them there), its children
@@ -333,10 +369,22 @@ def serve(codec, namespace=None):
                     module_kinds[found] = type(f"Grader{found.__name__}", (module_class[0], found), {})
                 kind = module_kinds[found]
                 break
+        built = built_class(info.get("build"))
+        if built is not None:
+            # The grader lets this one be built here, of its own class (a reference of an
+            # earlier exercise that the kernel holds: torch.onnx.export needs the module
+            # itself): its forward runs here, on the linked parameters.
+            kind = built
         if not isinstance(module, kind):
             module = kind.__new__(kind)
             torch.nn.Module.__init__(module)
-            module.__dict__["_grader_number"] = number
+            if built is None:
+                module.__dict__["_grader_number"] = number
+            else:
+                origin[id(module)] = (module, number)
+        for name, data in info.get("a", []) if built is not None else []:
+            if not str(name).startswith("_"):
+                module.__dict__[str(name)] = decode(data)
         for table in (module._parameters, module._buffers, module._modules):
             table.clear()
         grader_objects[number] = module  # before its children: a module may hold itself
@@ -396,18 +444,22 @@ def serve(codec, namespace=None):
             used = list(watching[0].used) if watching else []
             watching.clear()
             return used
-        if op == "rng_push":
-            torch = torch_module()
-            if torch is not None:
-                rng_states.append(torch.get_rng_state())
-                if request.get("seed") is not None:
-                    torch.manual_seed(int(request["seed"]))
+        if op == "sync":  # nothing but the state the request carried
             return None
-        if op == "rng_pop":
-            torch = torch_module()
-            if torch is not None and rng_states:
-                torch.set_rng_state(rng_states.pop())
-            return None
+        if op == "graft":  # the learner's methods on a lent module: the kernel's object now
+            from autograder.checks import _core
+            grafted = _core.with_methods_of(value_of(request, "value"), handles[request["cls"]],
+                                            tuple(request["exclude"]), tuple(request["require"]))
+            if module_class and isinstance(grafted, module_class[0]):
+                grafted.__dict__["_kernel_own"] = True
+            return grafted
+        if op == "adopt":  # a module built here from the grader's becomes the kernel's own
+            module = value_of(request, "value")
+            came = origin.pop(id(module), None)
+            if came is None or came[0] is not module:
+                raise TypeError("only a module built here can be adopted")
+            grader_objects.pop(came[1], None)
+            return module
         if op == "step_hook":  # the grader's hook on every optimizer step here
             from torch.optim.optimizer import register_optimizer_step_pre_hook
             hook = value_of(request, "hook")
@@ -471,6 +523,9 @@ def serve(codec, namespace=None):
             return watched(lambda: bool(target))
         if op == "contains":
             return value("item") in target
+        if op == "isinstance":
+            obj = handles[request["obj"]]
+            return isinstance(target, type) and isinstance(obj, target)
         if op == "iter":
             def iterate():
                 items = []
@@ -510,8 +565,11 @@ def serve(codec, namespace=None):
             for number in request.get("drop", []):
                 unlink(number)
             apply_sync(request.get("sync", []))
+            rng_in(request)
             result = codec.encode(in_grad_mode(request, lambda: run(request)), side)
-            return Answer(json.dumps({"ok": result, "sync": changed()}))
+            answer = {"ok": result, "sync": changed()}
+            rng_out(answer)
+            return Answer(json.dumps(answer))
         except BaseException as error:  # the learner's error, carried back as data
             names = [cls.__name__ for cls in type(error).__mro__]
             # The learner's frames only, as the checks show them in a kernel: this helper
@@ -524,8 +582,13 @@ def serve(codec, namespace=None):
                 sync = changed()
             except Exception:
                 sync = []
-            return Answer(json.dumps({"error": {"types": names, "message": str(error)[:4000],
-                                                "traceback": shown[-8000:]}, "sync": sync}))
+            answer = {"error": {"types": names, "message": str(error)[:4000],
+                                "traceback": shown[-8000:]}, "sync": sync}
+            try:
+                rng_out(answer)
+            except Exception:
+                pass
+            return Answer(json.dumps(answer))
 
     def session(path):
         """Answer the grader's requests on the Unix socket at `path` until it says "done":
@@ -550,6 +613,7 @@ def serve(codec, namespace=None):
             (size,) = struct.unpack("!Q", read(connection, 8))
             return read(connection, size).decode()
 
+        rng_agreed[0] = None  # a new grader connection: the first answer brings this state
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.connect(path)
 

@@ -554,3 +554,106 @@ def test_a_kernel_asking_about_lent_objects_gets_errors_for_anything_but_their_p
     ok = json.loads(connection.callback_text(json.dumps(
         {"cb": {"op": "call", "target": number, "args": {"$t": [7]}, "kwargs": {"$d": []}}, "sync": []})))
     assert ok["cbok"] == 7  # the same channel still answers a fair request
+
+
+def test_torchs_generator_is_one_stream_across_the_grader_and_the_kernel():
+    class Canned(judge.Connection):
+        def __init__(self, answer: dict):
+            self.answer, self.sent = answer, []
+
+        def ask_text(self, text: str) -> str:
+            self.sent.append(json.loads(text))
+            return json.dumps(self.answer)
+
+    torch.manual_seed(7)
+    kernels = torch.get_rng_state()
+    torch.manual_seed(1)
+    connection = Canned({"ok": None, "rng": judge_codec.array_data(kernels.numpy())})
+    connection.ask({"op": "sync"})
+    assert "rng" not in connection.sent[0]  # the first request takes the learner's state
+    assert torch.equal(torch.get_rng_state(), kernels)
+    connection.answer = {"ok": None}
+    torch.manual_seed(3)  # a check seeds: the kernel's draws follow
+    connection.ask({"op": "sync"})
+    sent = judge_codec.array_from(connection.sent[1]["rng"])
+    torch.manual_seed(3)
+    assert np.array_equal(sent, torch.get_rng_state().numpy())
+    connection.ask({"op": "sync"})
+    assert "rng" not in connection.sent[2]  # unchanged since: nothing to carry
+    with pytest.raises(judge.KernelGone, match="random state"):
+        Canned({"ok": None, "rng": judge_codec.array_data(np.zeros(3, np.uint8))}).ask({"op": "sync"})
+
+
+def test_a_module_of_a_class_the_kernel_may_build_is_built_there_as_itself():
+    connection = _learner(
+        "import torch\n"
+        "def scale(model):\n"
+        "    with torch.no_grad():\n"
+        "        model.weight.mul_(2)\n"
+        "    return type(model) is torch.nn.Linear, model(torch.ones(1, 2)).shape\n")
+    connection.built_here = ("torch.nn",)
+    model = torch.nn.Linear(2, 3)
+    before = model.weight.detach().clone()
+    forwards = []
+    model.register_forward_pre_hook(lambda module, inputs: forwards.append(1))
+    assert connection.ask({"op": "global", "name": "scale"})(model) == (True, torch.Size([1, 3]))
+    assert forwards == []  # its forward ran in the kernel
+    assert torch.equal(model.weight.detach(), 2 * before)  # its weights are the grader's
+
+
+def test_a_check_adopts_a_model_into_the_kernel_and_grafts_the_learners_methods_onto_one():
+    from autograder.checks import _core
+    checks = types.ModuleType("checks")
+
+    def check(add_layer, Learner):
+        model = _core.in_learners_process(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        add_layer(model)
+        assert len(list(model.parameters())) == 4, "the learner's layer is in the adopted model"
+
+        class Recorder(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.calls = []
+
+            def forward(self, x):
+                self.calls.append(tuple(x.shape))
+                return x + 1
+
+        recorder = Recorder()
+        grafted = _core.with_methods_of(recorder, Learner, exclude=("forward",), require=("twice",))
+        assert torch.equal(grafted.twice(torch.zeros(3)), torch.full((3,), 2.0))
+        assert recorder.calls == [(3,)], "the learner's method called the grader's forward"
+        try:
+            _core.with_methods_of(Recorder(), Learner, require=("thrice",))
+        except AttributeError as error:
+            assert "thrice" in str(error)
+        else:
+            raise AssertionError("a missing method must be refused")
+
+    checks.check = check
+    source = ("import torch\n"
+              "def add_layer(model):\n"
+              "    model.append(torch.nn.Linear(2, 2))\n"
+              "class Learner(torch.nn.Module):\n"
+              "    def forward(self, x):\n"
+              "        return x * 100\n"
+              "    def twice(self, x):\n"
+              "        return 2 * self(x)\n")
+    connection = _learner(source)
+    connection.built_here = ("torch.nn",)
+    outputs, ok = judge.run_cell("checks.check(add_layer, Learner)", checks, connection)
+    assert ok, outputs
+
+
+def test_a_strided_tensor_arrives_strided_so_that_view_fails_there_as_here():
+    targets = torch.arange(12).reshape(3, 4)[:, 1:]  # not contiguous
+    connection = _learner(
+        "def flatten(t):\n"
+        "    try:\n"
+        "        t.view(-1)\n"
+        "        return 'viewed'\n"
+        "    except RuntimeError:\n"
+        "        return t.reshape(-1)\n")
+    got = connection.ask({"op": "global", "name": "flatten"})(targets)
+    assert torch.equal(got, targets.reshape(-1))
+    assert connection.ask({"op": "global", "name": "flatten"})(targets.contiguous()) == "viewed"

@@ -525,9 +525,8 @@ def watch_calls(forbidden: dict) -> Watch:
 
 
 # Set by the grader while it runs a check outside the learner's kernel (coursetools/judge.py):
-# the learner's code runs in the kernel, so the watch and torch's seeding must act there too.
+# the learner's code runs in the kernel, so the watch must act there too.
 REMOTE_WATCH: Callable[[dict], Any] | None = None
-REMOTE_RNG: Callable[[int | None], Any] | None = None
 # Also set there: REMOTE_SET(obj, path, value) sets a value inside an object of the
 # learner's (its copies of lists and dicts reach the grader, not the object's own), and
 # REMOTE_STEP_HOOK(hook) registers an optimizer step hook in the kernel, where the learner's
@@ -535,6 +534,42 @@ REMOTE_RNG: Callable[[int | None], Any] | None = None
 REMOTE_SET: Callable[[Any, tuple, Any], Any] | None = None
 REMOTE_STEP_HOOK: Callable[[Callable], Any] | None = None
 REMOTE_GLOBAL: Callable[[Callable, str, Any], Any] | None = None
+REMOTE_ADOPT: Callable[[Any], Any] | None = None
+REMOTE_GRAFT: Callable[..., Any] | None = None
+
+
+def with_methods_of(obj: Any, cls: type, exclude: tuple = (), require: tuple = ()) -> Any:
+    """`obj` given the methods that the learner's `cls` defines itself (none of torch's or
+    Python's, no dunder, none named in `exclude`), on top of its own class: the learner's
+    generate on the reference's model, say. Raises AttributeError when `cls` defines none of
+    a name in `require`. When the grader runs the check, the result is a handle on the
+    object in the kernel, whose own calls still reach `obj` here."""
+    if REMOTE_GRAFT is not None:
+        grafted = REMOTE_GRAFT(obj, cls, exclude, require)
+        if grafted is not NotImplemented:
+            return grafted
+    own: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or klass.__module__.split(".")[0] == "torch":
+            continue
+        for key, value in vars(klass).items():
+            if not (key.startswith("__") and key.endswith("__")) and key not in exclude:
+                own[key] = value
+    for name in require:
+        if name not in own:
+            raise AttributeError(f"`{cls.__name__}` has no {name} method")
+    obj.__class__ = type(cls.__name__, (type(obj),), own)
+    return obj
+
+
+def in_learners_process(model: Any) -> Any:
+    """`model` (a module the check built) where the learner's code runs: itself in a kernel;
+    when the grader runs the check, a handle on a copy built in the kernel, with the same
+    linked weights, for a check whose learner's code changes the model's structure (adds
+    adapters) and that then inspects and runs what it became."""
+    return model if REMOTE_ADOPT is None else REMOTE_ADOPT(model)
+
+
 # A folder that the learner's code can write and the checks read (the kernel's own, when
 # the grader runs the checks), or None for the system's temporary folder.
 SCRATCH: str | None = None
@@ -650,11 +685,9 @@ def torch_seeded(seed: int | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        if REMOTE_RNG is None:
-            yield
-        else:  # the learner's code runs in another process: seed (and restore) it there too
-            with REMOTE_RNG(seed):
-                yield
+        # (When the grader runs the check, its generator and the kernel's are one stream:
+        # each request carries the state across, coursetools/judge.py.)
+        yield
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from torch import nn
 from llmref.gpt import GPT, GPTConfig
 
 from ._core import (CheckFailure, refuse_shortcuts, as_float_array, call_learner, describe, fail, fail_from,
-                    find_bad_values, passed, torch_isolated, worst_mismatch)
+                    find_bad_values, in_learners_process, passed, torch_isolated, worst_mismatch)
 
 # Libraries that add adapters or compute preference losses for the learner (peft is the
 # checks' independent reference for LoRA).
@@ -276,7 +276,7 @@ def check_lora_in_gpt(LoRALinear, add_lora, merge_lora, *, seed: int = 33, r: in
     __tracebackhide__ = True
     with torch_isolated(seed):
         config = GPTConfig(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
-        model = GPT(config).eval()
+        model = in_learners_process(GPT(config).eval())
         ids = torch.randint(23, (2, 8))
         with torch.no_grad():
             original = _numpy(model(ids)[0])

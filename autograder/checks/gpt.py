@@ -35,7 +35,7 @@ from llmref.gpt import GPTConfig
 from llmref.gpt import count_parameters as reference_count
 
 from ._core import (CheckFailure, as_float_array, call_learner, describe, expect_class, fail, find_bad_values,
-                    passed, watch_calls, worst_mismatch)
+                    passed, watch_calls, with_methods_of, worst_mismatch)
 
 NAME = "GPT"
 
@@ -634,35 +634,38 @@ class _ContextTooLong(Exception):
         self.length = length
 
 
-def _with_reference_forward(cls: type) -> type:
-    """A subclass of the reference carrying the learner's methods (generate and any helper),
-    except __init__, forward and _init_weights: the learner's sampling on the reference's model."""
-    cls = expect_class(cls, "GPT", base=nn.Module)
-    own: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        if klass in nn.Module.__mro__:
-            continue
-        for key, value in vars(klass).items():
-            if not (key.startswith("__") and key.endswith("__")) and key not in ("forward", "_init_weights"):
-                own[key] = value
-    if "generate" not in own:
-        fail(f"`{cls.__name__}` has no generate method. Re-run the cell that defines the class.")
+def _recording_reference(config: GPTConfig, state: dict) -> nn.Module:
+    """The reference with `state`, whose forward notes the training mode of every call in
+    `.calls` and refuses more than block_size tokens (noting how many in `.too_long`)."""
 
-    def forward(self, idx, targets=None):
-        self.calls.append(bool(self.training))
-        if idx.shape[1] > self.config.block_size:
-            raise _ContextTooLong(idx.shape[1], self.config.block_size)
-        return Reference.forward(self, idx, targets)
+    class Recording(Reference):
+        def forward(self, idx, targets=None):
+            self.calls.append(bool(self.training))
+            if idx.shape[1] > self.config.block_size:
+                self.too_long = int(idx.shape[1])
+                raise _ContextTooLong(idx.shape[1], self.config.block_size)
+            return Reference.forward(self, idx, targets)
 
-    return type(cls.__name__, (Reference,), {**own, "forward": forward})
-
-
-def _sampler(cls: type, config: GPTConfig, state: dict) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
-        model = _with_reference_forward(cls)(config)
+        model = Recording(config)
     model.load_state_dict(state)
-    model.calls = []
+    model.calls, model.too_long = [], None
     return model
+
+
+def _sampler(cls: type, config: GPTConfig, state: dict) -> tuple[nn.Module, nn.Module]:
+    """(model, recorder): the reference's model carrying the learner's methods (generate and
+    any helper, except __init__, forward and _init_weights), for the learner's sampling on
+    the reference's forward pass; and the reference itself, whose `.calls` that forward fills
+    (the same object unless the grader runs the check)."""
+    __tracebackhide__ = True
+    cls = expect_class(cls, "GPT", base=nn.Module)
+    recorder = _recording_reference(config, state)
+    try:
+        model = with_methods_of(recorder, cls, exclude=("forward", "_init_weights"), require=("generate",))
+    except AttributeError:
+        fail(f"`{cls.__name__}` has no generate method. Re-run the cell that defines the class.")
+    return model, recorder
 
 
 def _sample(model: nn.Module, idx: torch.Tensor, steps: int, temperature: float, top_k: int | None,
@@ -716,18 +719,19 @@ def _sampling_variants(temperature: float, top_k: int | None):
                                "generator=generator)")
 
 
-def _run_generate(model: nn.Module, prompt: torch.Tensor, steps: int, temperature: float,
-                  top_k: int | None, seed: int) -> Any:
+def _run_generate(model: nn.Module, recorder: nn.Module, prompt: torch.Tensor, steps: int,
+                  temperature: float, top_k: int | None, seed: int) -> Any:
     __tracebackhide__ = True
     gen = torch.Generator().manual_seed(seed)
+    recorder.too_long = None
     try:
         with torch.random.fork_rng(devices=[]):
             return call_learner(model.generate, prompt, steps, temperature=temperature, top_k=top_k,
                                 generator=gen, name="GPT.generate")
     except CheckFailure as failure:
-        if isinstance(failure.__cause__, _ContextTooLong):
+        if recorder.too_long is not None:
             _fail_from(failure.__cause__, (
-                f"generate passed {failure.__cause__.length} tokens to the model, whose context is "
+                f"generate passed {recorder.too_long} tokens to the model, whose context is "
                 f"block_size={model.config.block_size}: crop the sequence to its last block_size "
                 "tokens before every forward pass, idx[:, -self.config.block_size:]."))
         raise
@@ -762,7 +766,7 @@ def check_generate(cls, *, seed: int = 5, batch: int = 2, prompt_length: int | N
     config = _config(**overrides)
     state = _random_state(config, seed)
     reference = _reference(config, state, dtype=torch.float32)
-    model = _sampler(cls, config, state)
+    model, recorder = _sampler(cls, config, state)
     prompt_length = config.block_size - 2 if prompt_length is None else prompt_length
     prompt = torch.randint(config.vocab_size, (batch, prompt_length),
                            generator=torch.Generator().manual_seed(seed))
@@ -774,9 +778,9 @@ def check_generate(cls, *, seed: int = 5, batch: int = 2, prompt_length: int | N
             expected = reference.generate(prompt.clone(), max_new_tokens, temperature=temperature,
                                           top_k=top_k, generator=torch.Generator().manual_seed(draw_seed))
         model.train()
-        model.calls = []
+        recorder.calls.clear()
         given = prompt.clone()
-        tokens = _run_generate(model, given, max_new_tokens, temperature, top_k, draw_seed)
+        tokens = _run_generate(model, recorder, given, max_new_tokens, temperature, top_k, draw_seed)
         if not torch.equal(given, prompt):
             fail("generate changed the idx it was given: build the longer sequence with "
                  "torch.cat, which returns a new tensor, and return that.")
@@ -799,14 +803,14 @@ def check_generate(cls, *, seed: int = 5, batch: int = 2, prompt_length: int | N
         if not torch.equal(tokens, expected):
             _explain_tokens(model, reference, prompt, max_new_tokens, temperature, top_k,
                             draw_seed, tokens, expected, setting)
-        if any(model.calls):
+        if any(recorder.calls):
             fail("generate runs the model in training mode: call self.eval() before sampling, so "
                  "that dropout is off, and restore the mode at the end.")
         if not model.training:
             fail("generate left a model that was in training mode in eval mode: remember "
                  "self.training at the start and restore it with self.train(...) at the end.")
     model.eval()
-    _run_generate(model, prompt.clone(), 1, 1.0, None, seed)
+    _run_generate(model, recorder, prompt.clone(), 1, 1.0, None, seed)
     if model.training:
         fail("generate switched a model that was in eval mode to training mode: restore the "
              "mode it found (self.train(was_training)), do not call self.train() unconditionally.")
@@ -841,7 +845,7 @@ def check_generate_refuses_bad_arguments(cls, *, seed: int = 6, **overrides) -> 
     """temperature <= 0 and top_k < 1 raise ValueError."""
     __tracebackhide__ = True
     config = _config(**overrides)
-    model = _sampler(cls, config, _random_state(config, seed))
+    model, _ = _sampler(cls, config, _random_state(config, seed))
     prompt = torch.randint(config.vocab_size, (2, 3), generator=torch.Generator().manual_seed(seed))
     for kwargs in ({"temperature": 0.0}, {"temperature": -1.0}, {"top_k": 0}):
         call = "generate(idx, 2, " + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")"

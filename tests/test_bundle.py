@@ -1,0 +1,211 @@
+"""The learner's bundle of a graded class (coursetools/bundle.py, autograder/replay.py).
+
+What a learner of a graded class installs holds the release notebook and the visible checks
+but not solutions/, hidden tests or the reference implementations: the checks' calls to
+llmref are answered from snapshots recorded on the instructor's side. These tests prove
+(a) the committed snapshots are current, (b) a bundle holds no answers, and (c) in a Python
+that sees only the bundle, the visible checks give the same verdicts as with the real
+references: the solution passes, the release stub fails, every known mistake fails the same
+graded cells.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import nbformat
+import numpy as np
+import pytest
+
+from coursetools import bundle, release, selfcheck
+from exercise_tools import ROOT
+
+COVERED = bundle.covered(ROOT)
+# End to end: a NumPy exercise, a class with state (numpy), a PyTorch module with gradients,
+# a reference model class (GPT, with an earlier exercise's Block shipped for real), and an
+# agent loop driven by the check's own scripted tools and a scripted model it changes.
+END_TO_END = ["02_attention", "04_adam", "06_multihead", "11_gpt", "19_agent"]
+
+
+def test_every_assignment_is_covered_or_says_why():
+    names = release.assignment_names(ROOT)
+    assert set(COVERED) | set(bundle.NOT_COVERED) == set(names)
+    assert not set(COVERED) & set(bundle.NOT_COVERED)
+    assert all(len(why) > 40 for why in bundle.NOT_COVERED.values())
+    readme = (ROOT / "README.md").read_text()
+    for name in bundle.NOT_COVERED:
+        assert name in readme.split("## Learners of a graded class: the bundle")[1], name
+
+
+# ------------------------------------------------------------------ (a) current snapshots
+
+@pytest.mark.parametrize("name", COVERED)
+def test_snapshot_is_current(name):
+    """Cheap, for every covered assignment: the snapshot was recorded from today's notebooks,
+    checks, llmref modules, replay layer, recorder and numpy/torch versions."""
+    problems = bundle.stale_sources(ROOT, ROOT / bundle.SNAPSHOTS, name)
+    assert not problems, "\n".join(problems)
+
+
+def test_snapshots_are_small():
+    sizes = {p.name: p.stat().st_size for p in (ROOT / bundle.SNAPSHOTS).iterdir()}
+    assert sum(sizes.values()) < 5 * 2**20, sizes
+    stray = {p.split(".")[0] for p in sizes} - set(COVERED)
+    assert not stray, f"snapshots of assignments the bundle does not cover: {stray}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["02_attention", "11_gpt"])
+def test_recording_again_gives_the_committed_snapshot(name, tmp_path):
+    """The recorder is deterministic: the same calls (keys hash the exact inputs) and the same
+    results (up to float rounding, rtol 1e-6, for a CPU whose kernels round differently)."""
+    bundle.snapshot(ROOT, name, tmp_path)
+    assert bundle.compare_snapshots(ROOT / bundle.SNAPSHOTS, tmp_path, name) == []
+
+
+def test_compare_snapshots_sees_a_changed_answer(tmp_path):
+    name = "02_attention"
+    data, arrays = bundle.load_snapshot(ROOT / bundle.SNAPSHOTS, name)
+    key = sorted(arrays)[0]
+    arrays[key] = arrays[key] + 1e-3
+    (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    np.savez(tmp_path / f"{name}.npz", **arrays)
+    assert any("differ" in p for p in bundle.compare_snapshots(ROOT / bundle.SNAPSHOTS, tmp_path, name))
+
+
+# ------------------------------------------------------------------- (b) no answers in it
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles")
+    return {name: bundle.build(ROOT, name, out) for name in END_TO_END}
+
+
+@pytest.mark.parametrize("name", END_TO_END)
+def test_bundle_holds_no_answers(name, bundles):
+    folder = bundles[name]
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert f"{name}.ipynb" in files and "pyproject.toml" in files
+    assert f"autograder/snapshots/{name}.json" in files
+    assert not any(part in ("solutions", "tests", "coursetools") for f in files for part in f.split("/"))
+    assert bundle.scan(ROOT, name, folder) == []
+    # The exercise's own reference is a stand-in; no module of this or a later exercise is real.
+    own = bundle.library_module(ROOT, name)
+    assert "GENERATED" not in (folder / "llmref" / f"{own}.py").read_text()
+    assert "replay" in (folder / "llmref" / f"{own}.py").read_text()
+    solution = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    hidden = [line for cell in solution.cells for line in release.regions(cell.source)["hidden test"]]
+    everything = "\n".join(p.read_text(errors="replace") for p in folder.rglob("*")
+                           if p.suffix in (".py", ".ipynb", ".json", ".md", ".toml"))
+    assert hidden and not [line for line in hidden if len(line) > 12 and line in everything]
+    with zipfile.ZipFile(folder.parent / f"{name}.zip") as zf:
+        assert {n.split("/", 1)[1] for n in zf.namelist()} == files
+
+
+def test_scan_finds_a_planted_reference(bundles, tmp_path):
+    import shutil
+    folder = tmp_path / "02_attention"
+    shutil.copytree(bundles["02_attention"], folder)
+    shutil.copy2(ROOT / "llmref" / "attention.py", folder / "llmref" / "attention.py")
+    problems = bundle.scan(ROOT, "02_attention", folder)
+    assert any("reference implementation of 02_attention" in p for p in problems)
+    assert any("solution line" in p for p in problems)
+
+
+def test_an_earlier_exercise_ships_only_when_the_notebook_imports_it():
+    plan = bundle.plan(ROOT, "03_backprop")  # its notebook imports 02's attention and 01's softmax
+    assert plan.real == {"attention", "probability"} and plan.replayed == {"backprop"}
+    plan = bundle.plan(ROOT, "10_block")  # its checks use 06's multihead: replayed, not shipped
+    assert plan.real == set() and plan.replayed == {"block", "multihead"}
+
+
+def test_not_covered_assignments_are_refused(tmp_path):
+    name = next(iter(bundle.NOT_COVERED))
+    with pytest.raises(bundle.BundleError, match="not covered"):
+        bundle.build(ROOT, name, tmp_path)
+
+
+# --------------------------------------------------------- (c) the checks with only the bundle
+
+def _verdicts(outcome: dict) -> set[str]:
+    return {cell for cell, message in outcome.items() if message}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", END_TO_END)
+def test_bundle_checks_agree_with_the_references(name, bundles):
+    """In a Python that sees only the bundle (-I -S, the course's editable install and
+    PYTHONPATH left out): the solution passes every visible check, the release stub fails
+    each, and every known mistake fails exactly the graded cells it fails with the real
+    references; nothing is imported from the repository."""
+    solution = selfcheck.solution_cells(ROOT, name)
+    mistakes = selfcheck.known_mistakes(ROOT, name)
+    variants = {"solution": solution, "release": {}}
+    variants.update({m.name: {**solution, m.cell: m.source} for m in mistakes})
+    report = bundle.run_bundle(bundles[name], name, variants, repo=ROOT)
+    assert report["foreign"] == []
+    own = f"llmref.{bundle.library_module(ROOT, name)}"
+    assert own in report["llmref"]  # imported, and it was the stand-in (no GENERATED file there)
+    outcome = report["variants"]
+    assert _verdicts(outcome["solution"]) == set(), outcome["solution"]
+    assert all(outcome["release"].values()) and outcome["release"], outcome["release"]
+    release_nb = nbformat.read(ROOT / "notebooks" / name / f"{name}.ipynb", as_version=4)
+    caught = 0
+    for mistake in mistakes:
+        real = bundle.run_cells(selfcheck.with_cells(release_nb, variants[mistake.name]))
+        assert _verdicts(outcome[mistake.name]) == _verdicts(real), (mistake.name, outcome[mistake.name])
+        caught += bool(_verdicts(real))
+    assert caught >= 1
+
+
+# ------------------------------------------------------------------------- the replay layer
+
+def test_replay_answers_recorded_inputs_and_refuses_others(tmp_path):
+    """A stand-in returns what the reference returned, writes back what it changed in its
+    arguments and in the global RNG, and says "checked by the grader" for unseen inputs."""
+    from autograder import replay
+
+    def reference(x, out):
+        out[...] = np.random.standard_normal(out.shape)  # changes an argument and the RNG
+        return {"sum": float(x.sum()), "double": 2 * x}
+
+    recorder = bundle.Recorder()
+    x, out = np.arange(6.0).reshape(2, 3), np.zeros(3)
+    np.random.seed(1)
+    expected = recorder.call("llmref.fake.reference", reference, None, (x, out), {})
+    expected_out, after = out.copy(), np.random.standard_normal()
+    bundle.write_snapshot(tmp_path, "fake", recorder.calls, recorder.codec.arrays, ["fake"], {})
+    saved = replay._FOLDER, replay._ASSIGNMENT[0]
+    try:
+        replay.configure(tmp_path, "fake")
+        stand_in = replay.function("llmref.fake", "reference")
+        np.random.seed(1)
+        out2 = np.zeros(3)
+        got = stand_in(x, out2)
+        assert got["sum"] == expected["sum"] and np.array_equal(got["double"], expected["double"])
+        assert np.array_equal(out2, expected_out) and np.random.standard_normal() == after
+        with pytest.raises(replay.NotRecorded, match="can only be checked by the grader"):
+            stand_in(x + 1, np.zeros(3))
+        with pytest.raises(replay.NotRecorded, match="random"):
+            np.random.seed(2)
+            stand_in(x, np.zeros(3))
+        assert issubclass(replay.NotRecorded, AssertionError)  # a failing check, not a crash
+    finally:
+        replay.configure(*saved)
+
+
+def test_learner_functions_are_never_keyed_by_name():
+    """A call whose inputs hold the learner's function cannot be answered from a recording:
+    its result depends on code the recording never saw."""
+    from autograder import replay
+
+    namespace: dict = {"__name__": "__main__"}
+    exec("def tokenize(text):\n    return text.split()\n", namespace)
+    with pytest.raises(replay.Unrecordable):
+        replay.digest(namespace["tokenize"])
+    # A class a check builds around the learner's methods (11_gpt's sampler) is theirs too.
+    hybrid = type("GPT", (), {"__module__": "autograder.checks.gpt", "generate": namespace["tokenize"]})
+    with pytest.raises(replay.Unrecordable, match="tokenize"):
+        replay.digest(hybrid())
+    assert replay.digest(np.ones(3)) != replay.digest(np.ones(3, dtype=np.float32))
+    assert replay.digest([1, 2.0]) != replay.digest((1, 2.0))
