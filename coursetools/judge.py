@@ -67,12 +67,10 @@ from . import judge_codec
 # Assignments whose test cells the grader runs itself. Their checks may hand the learner's
 # code objects of the grader's (a model, a function, a scripted stand-in): those are lent,
 # not sent (judge_kernel's GraderObject and grader_module), or built in the kernel where
-# BUILT_IN_KERNEL allows it. 13_encoder works through the judge, but its checks load
-# MiniLM's 90 MB of weights into the learner's model several times, which as JSON took 15 s
-# for one submission even in one process: it still runs its checks in the kernel.
+# BUILT_IN_KERNEL allows it. Every assignment is judged.
 JUDGED = frozenset({"01_softmax", "02_attention", "03_backprop", "04_adam", "05_modules",
                     "06_multihead", "07_training", "08_bpe", "09_positions", "10_block", "11_gpt",
-                    "12_pretrain", "14_seq2seq", "15_sampling", "16_kv_cache", "17_retrieval",
+                    "12_pretrain", "13_encoder", "14_seq2seq", "15_sampling", "16_kv_cache", "17_retrieval",
                     "18_finetune", "19_agent", "20_export"})
 # Modules whose classes a judged assignment's kernel builds itself when a check hands the
 # learner's code one of their modules (the rest are lent, their forward run in the grader):
@@ -232,6 +230,9 @@ class Connection:
             dropped.append(number)
         if number in dropped:  # the kernel sent back a tensor whose copy here had gone
             dropped.remove(number)
+        # Kept for the test cell (the connection's life): the kernel names a linked tensor
+        # by its number instead of sending its values again, so the number must stay good.
+        self.__dict__.setdefault("_kept", {})[number] = tensor
         objects[number] = weakref.ref(tensor, forget)
         link_of[key] = number
         seen[number] = judge_codec.fingerprint(tensor)
@@ -523,7 +524,12 @@ class _Incoming:
         return tensor
 
     def link(self, number: int) -> Any:
-        raise ValueError("the kernel refers to a tensor by number only when it is the grader's")
+        """A linked tensor the kernel names by its number (its values came with the sync)."""
+        objects, _, _, _ = self.connection._links()
+        found = objects.get(number, lambda: None)()
+        if found is None:
+            raise ValueError(f"the kernel named a tensor {number} that the grader never linked")
+        return found
 
     def grader(self, number: int, data: dict) -> Any:
         """One of this side's objects the kernel sends back: the object itself."""
@@ -829,6 +835,9 @@ def run_cell(source: str, checks: Any, connection: Connection,
     _core.SCRATCH = None if scratch is None else str(scratch)
     _core.REMOTE_ADOPT = lambda model: connection.ask({"op": "adopt", "value": connection.encode(model)})
     _core.REMOTE_GRAFT = functools.partial(remote_graft, connection)
+    _core.REMOTE_SHAPES = lambda module: (
+        {str(k): tuple(v) for k, v in module._ask("state_shapes").items()}
+        if isinstance(module, Remote) else NotImplemented)
     _core.REMOTE_STEP_HOOK = lambda hook: connection.ask({"op": "step_hook", "hook": connection.encode(hook)})
     try:
         for name in global_names(source):
@@ -851,7 +860,7 @@ def run_cell(source: str, checks: Any, connection: Connection,
             connection.ask({"op": "sync"})  # the kernel's generator as the cell leaves it
         _core.REMOTE_WATCH = _core.REMOTE_SET = _core.REMOTE_STEP_HOOK = None
         _core.REMOTE_GLOBAL = _core.SCRATCH = _core.REMOTE_ADOPT = None
-        _core.REMOTE_GRAFT = None
+        _core.REMOTE_GRAFT = _core.REMOTE_SHAPES = None
     outputs: list[dict] = []
     if printed.getvalue():
         outputs.append({"output_type": "stream", "name": "stdout", "text": printed.getvalue()})

@@ -657,3 +657,45 @@ def test_a_strided_tensor_arrives_strided_so_that_view_fails_there_as_here():
     got = connection.ask({"op": "global", "name": "flatten"})(targets)
     assert torch.equal(got, targets.reshape(-1))
     assert connection.ask({"op": "global", "name": "flatten"})(targets.contiguous()) == "viewed"
+
+
+class Counting(Local):
+    """A Local connection that keeps the size of every answer."""
+
+    def __init__(self, namespace: dict):
+        super().__init__(namespace)
+        self.sizes: list[int] = []
+
+    def ask_text(self, text: str) -> str:
+        answer = super().ask_text(text)
+        self.sizes.append(len(answer))
+        return answer
+
+
+def test_a_linked_tensor_comes_back_by_its_number_not_its_values():
+    big = torch.randn(256, 256)  # 256 KiB of values
+    connection = Counting({"same": lambda t: t, "scaled": lambda t: t.mul_(2)})
+    assert connection.ask({"op": "global", "name": "same"})(big) is big
+    assert connection.sizes[-1] < 10_000, "the values came back although the kernel had them"
+    before = big.clone()
+    assert connection.ask({"op": "global", "name": "scaled"})(big) is big
+    assert torch.equal(big, 2 * before)  # a change still crosses, with the sync
+    assert connection.sizes[-1] > big.numel() * 4
+
+
+def test_a_modules_layout_is_read_without_its_values():
+    from autograder.checks import _core
+    checks = types.ModuleType("checks")
+
+    def check(Wide):
+        shapes = _core.saved_shapes(Wide(), "Wide()")
+        assert shapes == {"layer.weight": (512, 512), "layer.bias": (512,)}, shapes
+
+    checks.check = check
+    namespace: dict = {}
+    exec("import torch\nclass Wide(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+         "        self.layer = torch.nn.Linear(512, 512)\n", namespace)
+    connection = Counting(namespace)
+    outputs, ok = judge.run_cell("checks.check(Wide)", checks, connection)
+    assert ok, outputs
+    assert max(connection.sizes) < 100_000  # a megabyte of weights stayed in the kernel

@@ -172,6 +172,10 @@ def saved_shapes(module: Any, built: str) -> Shapes:
     """
     __tracebackhide__ = True
     try:
+        if REMOTE_SHAPES is not None:  # the shapes alone, not the values, from the kernel
+            shapes = REMOTE_SHAPES(module)
+            if shapes is not NotImplemented:
+                return shapes
         return {k: tuple(v.shape) for k, v in module.state_dict().items()}
     except Exception as exc:  # the learner's module is broken; say where to look
         fail_from(exc, f"`{built}.state_dict()` raised {type(exc).__name__}: {exc}. "
@@ -535,6 +539,7 @@ REMOTE_SET: Callable[[Any, tuple, Any], Any] | None = None
 REMOTE_STEP_HOOK: Callable[[Callable], Any] | None = None
 REMOTE_GLOBAL: Callable[[Callable, str, Any], Any] | None = None
 REMOTE_ADOPT: Callable[[Any], Any] | None = None
+REMOTE_SHAPES: Callable[[Any], Any] | None = None
 REMOTE_GRAFT: Callable[..., Any] | None = None
 
 
