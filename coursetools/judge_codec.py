@@ -146,12 +146,12 @@ def apply_update(target, data, grad):
     torch = _torch()
     fresh = tensor_from(data)
     with torch.no_grad():
-        if fresh.shape == target.shape:
+        if fresh.shape == target.shape and fresh.dtype == target.dtype:
             # Unchanged values are left alone: a copy would bump the tensor's version and
             # break a graph that saved it for a backward still to come.
-            if fresh.dtype != target.dtype or not torch.equal(target.detach(), fresh):
-                target.copy_(fresh.to(target.dtype))
-        else:
+            if not torch.equal(target.detach(), fresh):
+                target.copy_(fresh)
+        else:  # another shape or dtype (module.double() on the other side): new storage
             target.data = fresh
     if target.is_leaf and target.is_floating_point() and target.requires_grad != bool(data.get("rg")):
         target.requires_grad_(bool(data.get("rg")))  # a base layer frozen by the other side

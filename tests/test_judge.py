@@ -699,3 +699,15 @@ def test_a_modules_layout_is_read_without_its_values():
     outputs, ok = judge.run_cell("checks.check(Wide)", checks, connection)
     assert ok, outputs
     assert max(connection.sizes) < 100_000  # a megabyte of weights stayed in the kernel
+
+
+def test_a_linked_parameter_turned_double_there_is_double_here():
+    namespace: dict = {}
+    exec("import torch\nlayer = torch.nn.Linear(3, 2)\n", namespace)
+    kernel = Local({**namespace, "widen": lambda m: m.double(), "weight": lambda m: m.weight})
+    layer = kernel.ask({"op": "global", "name": "layer"})
+    weight = kernel.ask({"op": "global", "name": "weight"})(layer)  # crosses once, float32
+    assert weight.dtype == torch.float32
+    kernel.ask({"op": "global", "name": "widen"})(layer)
+    again = kernel.ask({"op": "global", "name": "weight"})(layer)  # by its number now
+    assert again is weight and weight.dtype == torch.float64
