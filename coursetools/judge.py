@@ -200,91 +200,97 @@ class Connection:
 
     built_here: tuple[str, ...] = ()
 
+    def __init__(self) -> None:
+        # Linked tensors and arrays, held here while anything else here holds them; one
+        # that nothing else holds is dropped on both sides with the next message (_release).
+        self._links: dict[int, Any] = {}      # number -> the tensor or array
+        self._seen: dict[int, tuple] = {}     # number -> its fingerprint when last in step
+        self._link_of: dict[int, int] = {}    # id(tensor) -> number
+        self._dropped: list[int] = []         # links to tell the kernel to drop
+        self._dropped_nodes: list[int] = []   # the kernel's graph results gone here
+        self._next_link = -1                  # this side numbers its links -1, -2, ...
+        self._named: set[int] = set()         # links the message being made names
+        # The grader's objects lent to the kernel (see judge_kernel's GraderObject).
+        self._lent_objects: dict[int, Any] = {}   # number -> the object (kept alive)
+        self._lent_number: dict[int, int] = {}    # id(object) -> number
+        self._lent_nodes: dict[int, Any] = {}     # number -> a result with a graph here
+        # torch's generator state when this side and the kernel last agreed (None: not yet).
+        self._rng_agreed: bytes | None = None
+
     def ask_text(self, text: str) -> str:
         raise NotImplementedError
 
-    def _links(self) -> tuple[dict, dict, dict, list]:
-        try:
-            return self._link_objects, self._seen, self._link_of, self._dropped
-        except AttributeError:
-            self._link_objects: dict[int, Any] = {}   # number -> weakref to a local tensor
-            self._seen: dict[int, tuple] = {}
-            self._link_of: dict[int, int] = {}       # id(tensor) -> number
-            self._dropped: list[int] = []
-            self._dropped_nodes: list[int] = []
-            self._next_link = -1
-            return self._link_objects, self._seen, self._link_of, self._dropped
-
     def _register(self, tensor: Any, number: int) -> None:
-        import weakref
-        objects, seen, link_of, dropped = self._links()
-        key = id(tensor)
-
-        def forget(ref: Any, number: int = number, key: int = key) -> None:
-            if objects.get(number) is not ref:  # the number stands for another tensor now
-                return
-            del objects[number]
-            seen.pop(number, None)
-            if link_of.get(key) == number:
-                del link_of[key]
-            dropped.append(number)
-        if number in dropped:  # the kernel sent back a tensor whose copy here had gone
-            dropped.remove(number)
-        # Kept for the test cell (the connection's life): the kernel names a linked tensor
-        # by its number instead of sending its values again, so the number must stay good.
-        self.__dict__.setdefault("_kept", {})[number] = tensor
-        objects[number] = weakref.ref(tensor, forget)
-        link_of[key] = number
-        seen[number] = judge_codec.fingerprint(tensor)
+        if number in self._dropped:  # the kernel sent back a tensor whose link here had gone
+            self._dropped.remove(number)
+        self._links[number] = tensor
+        self._link_of[id(tensor)] = number
+        self._seen[number] = judge_codec.fingerprint(tensor)
 
     def _linked(self, tensor: Any) -> int | None:
-        objects, _, link_of, _ = self._links()
-        number = link_of.get(id(tensor))
-        if number is not None and objects.get(number, lambda: None)() is tensor:
+        number = self._link_of.get(id(tensor))
+        if number is not None and self._links.get(number) is tensor:
             return number
         return None
 
+    def _release(self) -> None:
+        """Drop the links that only this table still holds, and tell the kernel with the
+        message about to leave. Only here, never when a tensor dies: the kernel names a
+        linked tensor by its number, so every number it may name in its next message must
+        still stand here. A link the message itself names stays until the next one.
+        Without dropping, every message would fingerprint every tensor linked in the cell
+        (a lent model's forward passes make thousands)."""
+        import sys
+        links, named = self._links, self._named
+        # 2: the table's reference and getrefcount's argument; nothing else holds it.
+        for number in [n for n in links if n not in named and sys.getrefcount(links[n]) <= 2]:
+            tensor = links.pop(number)
+            self._seen.pop(number, None)
+            if self._link_of.get(id(tensor)) == number:
+                del self._link_of[id(tensor)]
+            self._dropped.append(number)
+
+    def _drops(self, message: dict) -> None:
+        """Put in `message` the links and graph results the kernel may drop (after it took
+        the message's changes: the last ones of a dropped link still reach its copy)."""
+        self._release()
+        self._named.clear()
+        if self._dropped:
+            message["drop"] = list(self._dropped)
+            self._dropped.clear()
+        if self._dropped_nodes:
+            message["drop_nodes"] = list(self._dropped_nodes)
+            self._dropped_nodes.clear()
+
     def _outgoing(self) -> list:
-        objects, seen, _, _ = self._links()
         updates = []
-        for number, ref in list(objects.items()):
-            obj = ref()
-            if obj is None:
-                continue
+        for number, obj in self._links.items():
             mark = judge_codec.fingerprint(obj)
-            if seen.get(number) != mark:
+            if self._seen.get(number) != mark:
                 updates.append(judge_codec.update_of(number, obj))
-                seen[number] = mark
+                self._seen[number] = mark
         return updates
 
     def _incoming(self, updates: Any) -> None:
-        objects, seen, _, _ = self._links()
         for number, data, grad in updates if isinstance(updates, list) else []:
-            obj = objects.get(int(number), lambda: None)()
+            obj = self._links.get(int(number))
             if obj is not None:
                 judge_codec.apply_update(obj, data, grad)
-                seen[int(number)] = judge_codec.fingerprint(obj)
+                self._seen[int(number)] = judge_codec.fingerprint(obj)
 
     # torch's global generator: the grader's and the kernel's are one stream. A message
     # carries the sender's state when it changed since the two last agreed, and the other
-    # side takes it; the kernel's first answer brings the learner's state here.
-
-    def _rng_seen(self) -> bytes | None:
-        torch = _torch()
-        if torch is None:
-            return None
-        if not hasattr(self, "_rng_agreed"):
-            self._rng_agreed = torch.get_rng_state().numpy().tobytes()
-        return self._rng_agreed
+    # side takes it; the kernel's first answer brings the learner's state here, so the
+    # first request carries none.
 
     def _rng_out(self, message: dict) -> None:
-        agreed = self._rng_seen()
-        if agreed is None:
+        torch = _torch()
+        if torch is None:
             return
-        state = _torch().get_rng_state().numpy()
-        if state.tobytes() != agreed:
+        state = torch.get_rng_state().numpy()
+        if self._rng_agreed is not None and state.tobytes() != self._rng_agreed:
             message["rng"] = judge_codec.array_data(state)
-            self._rng_agreed = state.tobytes()
+        self._rng_agreed = state.tobytes()
 
     def _rng_in(self, message: dict) -> None:
         torch = _torch()
@@ -298,18 +304,11 @@ class Connection:
         self._rng_agreed = state.tobytes()
 
     def ask(self, request: dict) -> Any:
-        _, _, _, dropped = self._links()
-        self._rng_seen()
         request = {**request, "sync": self._outgoing()}
+        self._drops(request)
         self._rng_out(request)
         if _torch() is not None:
             request["grad_mode"] = _torch().is_grad_enabled()
-        if dropped:
-            request = {**request, "drop": list(dropped)}
-            dropped.clear()
-        if self._dropped_nodes:
-            request["drop_nodes"] = list(self._dropped_nodes)
-            self._dropped_nodes.clear()
         answer = self.ask_text(json.dumps(request))
         try:
             data = json.loads(answer)
@@ -331,32 +330,30 @@ class Connection:
 
     # The grader's objects lent to the kernel (see judge_kernel's GraderObject).
 
-    def _lent(self) -> tuple[dict, dict, dict]:
-        try:
-            return self._lent_objects, self._lent_number, self._lent_nodes
-        except AttributeError:
-            self._lent_objects: dict[int, Any] = {}   # number -> the object (kept alive)
-            self._lent_number: dict[int, int] = {}    # id(object) -> number
-            self._lent_nodes: dict[int, Any] = {}     # number -> a result with a graph here
-            return self._lent_objects, self._lent_number, self._lent_nodes
-
     def lend(self, obj: Any) -> int:
-        objects, number_of, _ = self._lent()
-        number = number_of.get(id(obj))
-        if number is None or objects.get(number) is not obj:
+        number = self._lent_number.get(id(obj))
+        if number is None or self._lent_objects.get(number) is not obj:
             number = next(_LENT_NUMBERS)
-            objects[number], number_of[id(obj)] = obj, number
+            self._lent_objects[number], self._lent_number[id(obj)] = obj, number
         return number
 
     def lent(self, number: int) -> Any:
-        objects, _, _ = self._lent()
-        if number not in objects:
+        if number not in self._lent_objects:
             raise LookupError("the grader's object is gone: it was lent for an earlier test cell")
-        return objects[number]
+        return self._lent_objects[number]
 
     def callback_text(self, text: str) -> str:
         """Answer the kernel's request about one of the grader's objects (JSON text in and
         out): the learner's code called it, read it or ran a backward through it."""
+        # The answer is made in its own frame: what the call returned is gone before the
+        # links are released, so those only it held are dropped with this reply.
+        reply = self._callback_reply(text)
+        reply["sync"] = self._outgoing()
+        self._drops(reply)
+        self._rng_out(reply)
+        return json.dumps(reply)
+
+    def _callback_reply(self, text: str) -> dict:
         try:
             message = json.loads(text)
             request = message["cb"]
@@ -368,7 +365,7 @@ class Connection:
                     result = self._callback(request)
             else:
                 result = self._callback(request)
-            reply = {"cbok": self.encode(result)}
+            return {"cbok": self.encode(result)}
         except KernelGone:
             raise
         except Exception as error:  # told to the learner's code as the built-in it is
@@ -377,17 +374,14 @@ class Connection:
                                "message": str(error)[:2000]}}
             if all(type(a) in (str, int, float, bool) for a in error.args) and len(error.args) < 4:
                 reply["cberr"]["args"] = [a[:2000] if type(a) is str else a for a in error.args]
-        reply["sync"] = self._outgoing()
-        self._rng_out(reply)
-        return json.dumps(reply)
+            return reply
 
     def _callback(self, request: dict) -> Any:
         op = request.get("op")
         incoming = _Incoming(self)
         value = lambda key: judge_codec.decode(request.get(key), incoming)  # noqa: E731
         if op == "backward":
-            _, _, nodes = self._lent()
-            _torch().autograd.backward(nodes[int(request["node"])], value("grad"), retain_graph=True)
+            _torch().autograd.backward(self._lent_nodes[int(request["node"])], value("grad"), retain_graph=True)
             return None
         target = self.lent(int(request.get("target", 0)))
         if op == "call":
@@ -468,20 +462,20 @@ class _Outgoing:
         connection = self.connection
         number = connection._linked(value)
         if number is not None:
+            connection._named.add(number)
             return {"$link": number}
         encoded = data()
         if getattr(value, "grad_fn", None) is not None:
-            _, _, nodes = connection._lent()
             number = next(_LENT_NUMBERS)
-            nodes[number] = value
+            connection._lent_nodes[number] = value
             encoded["link"], encoded["gnode"] = number, True
             return encoded
         if hasattr(value, "grad_fn") and value.is_leaf and value.grad is not None:
             encoded["g"] = judge_codec.tensor_data(value.grad)
-        connection._links()
         encoded["link"] = number = connection._next_link
         connection._next_link -= 1
         connection._register(value, number)
+        connection._named.add(number)
         return encoded
 
     tensor = array
@@ -498,7 +492,6 @@ class _Incoming:
 
     def tensor(self, data: dict) -> Any:
         connection = self.connection
-        objects, seen, _, _ = connection._links()
         number = data.get("link")
         grad = data.get("g")
         if not isinstance(number, int):
@@ -512,10 +505,10 @@ class _Incoming:
             import weakref
             weakref.finalize(result, connection._dropped_nodes.append, number)
             return result
-        existing = objects.get(number, lambda: None)()
+        existing = connection._links.get(number)
         if existing is not None:
             judge_codec.apply_update(existing, data, grad)
-            seen[number] = judge_codec.fingerprint(existing)
+            connection._seen[number] = judge_codec.fingerprint(existing)
             return existing
         tensor = judge_codec.tensor_from(data)
         if grad is not None:
@@ -525,8 +518,7 @@ class _Incoming:
 
     def link(self, number: int) -> Any:
         """A linked tensor the kernel names by its number (its values came with the sync)."""
-        objects, _, _, _ = self.connection._links()
-        found = objects.get(number, lambda: None)()
+        found = self.connection._links.get(number)
         if found is None:
             raise ValueError(f"the kernel named a tensor {number} that the grader never linked")
         return found
@@ -878,6 +870,7 @@ class KernelConnection(Connection):
     ends. A request costs a socket round trip, not a Jupyter message."""
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop, alive: Callable[[], Any]):
+        super().__init__()
         self.client, self.loop, self.alive = client, loop, alive
         self.socket: Any = None
 

@@ -188,6 +188,14 @@ def serve(codec, namespace=None):
         if obj is not None and link_of.get(id(obj)) == number:
             del link_of[id(obj)]
 
+    def take_drops(message):
+        """The links and graph results the grader let go (with a request or a callback's
+        reply): this side neither names nor syncs them any more."""
+        for number in message.get("drop_nodes", []):
+            nodes.pop(number, None)
+        for number in message.get("drop", []):
+            unlink(number)
+
     def start_watch(specs):
         import importlib
         from autograder.checks import _core
@@ -263,6 +271,7 @@ def serve(codec, namespace=None):
         text = channel[0](json.dumps(message))
         reply = json.loads(text)
         apply_sync(reply.get("sync") or [])
+        take_drops(reply)
         rng_in(reply)
         if "cberr" in reply:
             raise grader_error(reply["cberr"])
@@ -566,11 +575,8 @@ def serve(codec, namespace=None):
     def rpc(text):
         try:
             request = json.loads(text)
-            for number in request.get("drop_nodes", []):
-                nodes.pop(number, None)
-            for number in request.get("drop", []):
-                unlink(number)
             apply_sync(request.get("sync", []))
+            take_drops(request)
             rng_in(request)
             result = codec.encode(in_grad_mode(request, lambda: run(request)), side)
             answer = {"ok": result, "sync": changed()}

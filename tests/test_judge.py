@@ -31,6 +31,7 @@ class Local(judge.Connection):
     """A connection to a namespace of this process, through the kernel side's own code."""
 
     def __init__(self, namespace: dict):
+        super().__init__()
         self.rpc = _server(namespace)
         self.rpc.channel[0] = self.callback_text  # the kernel's requests about lent objects
         self.requests = 0
@@ -559,6 +560,7 @@ def test_a_kernel_asking_about_lent_objects_gets_errors_for_anything_but_their_p
 def test_torchs_generator_is_one_stream_across_the_grader_and_the_kernel():
     class Canned(judge.Connection):
         def __init__(self, answer: dict):
+            super().__init__()
             self.answer, self.sent = answer, []
 
         def ask_text(self, text: str) -> str:
