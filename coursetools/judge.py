@@ -62,7 +62,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
-from . import judge_codec
+from . import judge_codec, shortcut_scan
 
 # Assignments whose test cells the grader runs itself. Their checks may hand the learner's
 # code objects of the grader's (a model, a function, a scripted stand-in): those are lent,
@@ -216,6 +216,8 @@ class Connection:
         self._lent_nodes: dict[int, Any] = {}     # number -> a result with a graph here
         # torch's generator state when this side and the kernel last agreed (None: not yet).
         self._rng_agreed: bytes | None = None
+        # The learner's cells as the grader read them (a shortcut_scan.Scan), if it did.
+        self.scan: shortcut_scan.Scan | None = None
 
     def ask_text(self, text: str) -> str:
         raise NotImplementedError
@@ -727,6 +729,13 @@ class RemoteWatch:
     def __exit__(self, *exc: Any) -> None:
         for name in self.connection.ask({"op": "watch_stop"}) or []:
             self.note(str(name))
+        # What the kernel cannot take back: the shortcuts and the tampering the learner's
+        # cells show in their text, read here (the watch above runs beside the learner's
+        # code, which could switch it off).
+        scan = self.connection.scan
+        if scan is not None:
+            for name in scan.shortcuts(shortcut_scan.places_of(self.specs)) + scan.tampering():
+                self.note(name)
 
 
 def remote_set(connection: Connection, obj: Any, path: tuple, value: Any) -> Any:
@@ -986,9 +995,10 @@ class NotebookJudge:
     source of each test cell (grade id -> source) as the gradebook holds it; only those run
     here, never what a submission wrote."""
 
-    def __init__(self, checks_module: str, trusted: dict[str, str], built_here: tuple[str, ...] = ()):
+    def __init__(self, checks_module: str, trusted: dict[str, str], built_here: tuple[str, ...] = (),
+                 scan: shortcut_scan.Scan | None = None):
         self.checks = importlib.import_module(f"autograder.checks.{checks_module}")
-        self.built_here = built_here
+        self.built_here, self.scan = built_here, scan
         if _torch() is not None:
             _torch().set_num_threads(1)  # see pool.start_worker
         self.trusted = trusted
@@ -1007,7 +1017,7 @@ class NotebookJudge:
             return False
         loop = asyncio.get_running_loop()
         connection = KernelConnection(client, loop, alive)
-        connection.built_here = self.built_here
+        connection.built_here, connection.scan = self.built_here, self.scan
         if self.booted_for is not client:
             await connection.boot()
             self.booted_for = client
@@ -1041,9 +1051,10 @@ def trusted_test_cells(db_url: str, notebook: str, assignment: str) -> dict[str,
                 if cell.name in graded and cell.name not in solutions}
 
 
-def judge_for(resources: dict, cells: list) -> NotebookJudge | None:
+def judge_for(resources: dict, cells: list, given: frozenset[str] = frozenset()) -> NotebookJudge | None:
     """The judge of a notebook (nbgrader's `resources` say which), or None if its checks run
-    in the kernel."""
+    in the kernel. `cells`: the submission's, read for shortcuts (shortcut_scan); `given`:
+    the sources of the cells the assignment gives, which are not the learner's."""
     info = (resources or {}).get("nbgrader") or {}
     if info.get("assignment") not in JUDGED:
         return None
@@ -1056,4 +1067,5 @@ def judge_for(resources: dict, cells: list) -> NotebookJudge | None:
     module = checks_module_name(setup)
     if not module:
         return None
-    return NotebookJudge(module, trusted, BUILT_IN_KERNEL.get(info["assignment"], ()))
+    return NotebookJudge(module, trusted, BUILT_IN_KERNEL.get(info["assignment"], ()),
+                         shortcut_scan.Scan(cells, given))

@@ -35,7 +35,7 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import DeadKernelError
 from nbgrader.preprocessors import Execute
 
-from . import judge, sandbox
+from . import judge, sandbox, shortcut_scan
 from .release import course_id
 
 # The worker process's own state: its zygote, the kernel it is grading with, the cell that runs.
@@ -189,7 +189,7 @@ class CourseExecute(Execute):
         self.judge: judge.NotebookJudge | None = None
 
     def preprocess(self, nb, resources=None, km=None):
-        self.judge = judge.judge_for(resources, nb.cells)
+        self.judge = judge.judge_for(resources, nb.cells, self.given_cells(resources))
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -208,6 +208,21 @@ class CourseExecute(Execute):
         return cell
 
     execute_cell = run_sync(async_execute_cell)  # nbclient binds its own at class level
+
+    # The class folder (set by the Worker): its source/ holds the assignment's own notebooks.
+    class_dir: Path | None = None
+
+    def given_cells(self, resources) -> frozenset[str]:
+        """The sources of the code cells the assignment gives, from its source notebook."""
+        import nbformat
+        info = (resources or {}).get("nbgrader") or {}
+        if self.class_dir is None or not info.get("assignment") or not info.get("notebook"):
+            return frozenset()
+        path = self.class_dir / "source" / info["assignment"] / f"{info['notebook']}.ipynb"
+        try:
+            return shortcut_scan.given_cells(nbformat.read(str(path), as_version=4).cells)
+        except (OSError, ValueError):
+            return frozenset()
 
 
 def _record_cell(cell, cell_index, **_) -> None:
@@ -233,6 +248,7 @@ class Worker:
         from traitlets.config.loader import PyFileConfigLoader
 
         self.isolate, self.hidden = isolate, [class_dir, *hidden]
+        CourseExecute.class_dir = class_dir
         self.pool_dir = Path(tempfile.mkdtemp(prefix="course-kernels-"))
         self.zygote = Zygote(self.pool_dir, isolate, self.hidden)
         config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()

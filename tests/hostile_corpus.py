@@ -235,6 +235,15 @@ for _name, _module in list(_sys.modules.items()):
                 setattr(_module, _attr, _mine[_value.__name__])
 '''
 
+# The kernel's watch for library shortcuts, switched off where it runs (beside the learner's
+# code): only the grader's own reading of the cells (shortcut_scan) still sees the shortcut.
+WATCH_OFF = '''
+import autograder.checks._core as _c
+_c.Watch.__enter__ = lambda self: self
+_c.Watch.__exit__ = lambda self, *exc: None
+_c.Watch.look_at = lambda self, obj: None
+'''
+
 PATCH_NUMPY = '''
 import numpy as _np
 _np.allclose = lambda *args, **kwargs: True
@@ -509,10 +518,13 @@ def cases(s: Setting) -> list[Case]:
             release, {list(cells)[-1]: _forged(cells, HIJACK_JUDGE, "_hijack()", init="_hijack()"),
                       **{k: "" for k in list(cells)[:-1]}}),
              Expect(Expect.ZERO, "broke the grader's connection" if name in JUDGED else "")),
+        # Reaching into the checks' modules is tampering, which the grader reads in the cell
+        # itself (shortcut_scan): every check that watches for shortcuts loses its points,
+        # and in these exercises every check does.
         Case("patch_reference", lambda release, cells: _appended(
             release, mistake, PATCH_REFERENCE.format(names=list(defined_names(cells)),
                                                      module=_library_module(release))),
-             honest, mistake),
+             zero),
         Case("patch_numpy_allclose", lambda release, cells: _appended(release, mistake, PATCH_NUMPY),
              honest, mistake),
         Case("setup_cell_forged", lambda release, cells: _setup_forged(release), zero),
@@ -574,5 +586,10 @@ def cases(s: Setting) -> list[Case]:
         if SHORTCUT in known.says:
             found.append(Case(f"shortcut_{known.name}", (lambda m: lambda release, cells:
                                                          _mistaken(release, m))(known),
+                              honest, {known.cell: known.source}))
+            # The same shortcut with the kernel's watch switched off first: no better off.
+            found.append(Case(f"shortcut_{known.name}_watch_off", (lambda m: lambda release, cells:
+                                                                   _appended(release, {m.cell: m.source},
+                                                                             WATCH_OFF))(known),
                               honest, {known.cell: known.source}))
     return found
