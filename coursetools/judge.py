@@ -734,7 +734,8 @@ class RemoteWatch:
         # code, which could switch it off).
         scan = self.connection.scan
         if scan is not None:
-            for name in scan.shortcuts(shortcut_scan.places_of(self.specs)) + scan.tampering():
+            packages = [str(spec["package"]) for spec in self.specs if "package" in spec]
+            for name in scan.shortcuts(shortcut_scan.places_of(self.specs), packages) + scan.tampering():
                 self.note(name)
 
 

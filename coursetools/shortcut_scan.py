@@ -205,6 +205,7 @@ class Scan:
     def __init__(self, cells: Iterable[Any], given: frozenset[str] = frozenset()):
         aliases: dict[str, str] = {}
         self.references: list[Reference] = []
+        self.given_imports: set[str] = set()  # top-level packages the given cells import
         for index, cell in enumerate(cells):
             if cell.get("cell_type") != "code":
                 continue
@@ -213,14 +214,24 @@ class Scan:
                 continue
             # Every cell's imports make aliases (the given cells import torch and nn); only
             # the learner's cells are read for references.
-            names = _Names(aliases, index, (cell.get("source") or "").splitlines(),
-                           is_learner_cell(cell, given))
+            learners = is_learner_cell(cell, given)
+            names = _Names(aliases, index, (cell.get("source") or "").splitlines(), learners)
             names.visit(tree)
+            if not learners:
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        self.given_imports.update(a.name.split(".")[0] for a in node.names)
+                    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                        self.given_imports.add(node.module.split(".")[0])
             self.references.extend(names.found)
 
-    def shortcuts(self, places: dict[str, str]) -> list[str]:
+    def shortcuts(self, places: dict[str, str], packages: Iterable[str] = ()) -> list[str]:
         """What a check's watch notes: `places` maps a forbidden thing's dotted name (or a
-        package's) to the name its message shows."""
+        package's) to the name its message shows. A forbidden package (among `packages`)
+        that the given cells import themselves is left to the watch: it is refused in one
+        function only (torch in `count_parameters`) and the learner uses it elsewhere."""
+        places = {d: shown for d, shown in places.items()
+                  if not (d in packages and d.split(".")[0] in self.given_imports)}
         noted: list[str] = []
         for ref in self.references:
             if not ref.defined:

@@ -208,3 +208,14 @@ def test_with_the_kernels_watch_switched_off_the_scan_still_refuses_each_shortcu
             continue
         result = _judged(name, with_cells(read(solution_path(name)), {mistake.cell: mistake.source}))
         assert any(refused and not ok for ok, refused in result.values()), (mistake.name, result)
+
+
+def test_a_package_the_given_cells_import_is_left_to_the_watch():
+    # 11_gpt refuses torch in count_parameters only: the rest of the notebook is torch.
+    torch_package = places_of([{"package": "torch", "name": None}])
+    learner = "def count(config):\n    return sum(p.numel() for p in torch.nn.Linear(2, 2).parameters())\n"
+    assert scan(learner).shortcuts(torch_package, ["torch"]) == []
+    numpy_given = "import numpy as np\nimport torch\n"  # a NumPy exercise's learner importing torch
+    alone = [cell("import numpy as np\n", locked=True), cell(numpy_given + learner, solution=True)]
+    found = Scan(alone, given_cells([cell("import numpy as np\n", locked=True)])).shortcuts(torch_package, ["torch"])
+    assert found and found[0].startswith("torch (cell 1, line 4")
