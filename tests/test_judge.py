@@ -447,6 +447,44 @@ def test_a_lent_module_trains_in_the_kernel_with_its_forward_and_weights_here():
     assert loss == pytest.approx(float(expected)) and model.training is False
 
 
+def test_links_nothing_holds_are_dropped_on_both_sides_so_a_long_loop_stays_cheap():
+    # A learner's loop calling a lent model: each call links its input and output. Kept
+    # for the whole cell, every later message would fingerprint all of them (16_kv_cache's
+    # generation took minutes); dropped once nothing holds them, the tables stay small.
+    connection = _learner(
+        "import torch\n"
+        "def loop(model, steps):\n"
+        "    x = torch.zeros(1, 3)\n"
+        "    with torch.no_grad():\n"
+        "        for _ in range(steps):\n"
+        "            x = model(x)\n"
+        "    return x\n")
+    model = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3))
+        model.bias.fill_(1.0)
+    result = connection.ask({"op": "global", "name": "loop"})(model, 300)
+    assert torch.equal(result, torch.full((1, 3), 300.0))
+    # The model's weight and bias stay linked (the model holds them); of the 600 inputs and
+    # outputs, only the few that the last messages still name.
+    assert len(connection._links) < 10, len(connection._links)
+    assert connection.ask({"op": "global", "name": "loop"})(model, 2).tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_what_the_grader_wrote_into_a_link_it_then_dropped_still_reaches_the_kernel():
+    # The grader's copy of the kernel's `x` is held by nothing once `fill` returns: dropped
+    # with the reply, but only after the reply carried what `fill` wrote into it.
+    connection = _learner(
+        "import torch\n"
+        "def run(fill):\n"
+        "    x = torch.zeros(3)\n"
+        "    fill(x)\n"
+        "    return x.tolist()\n")
+    def fill(t):
+        t.fill_(7.0)
+    assert connection.ask({"op": "global", "name": "run"})(fill) == [7.0, 7.0, 7.0]
+
+
 def test_the_learners_code_reaches_nothing_of_a_lent_object_but_its_public_face():
     secret = {"answer": 42}
 
