@@ -733,10 +733,19 @@ class RemoteWatch:
         # cells show in their text, read here (the watch above runs beside the learner's
         # code, which could switch it off).
         scan = self.connection.scan
-        if scan is not None:
-            packages = [str(spec["package"]) for spec in self.specs if "package" in spec]
-            for name in scan.shortcuts(shortcut_scan.places_of(self.specs), packages) + scan.tampering():
-                self.note(name)
+        if scan is None:
+            return
+        packages = [str(spec["package"]) for spec in self.specs if "package" in spec]
+        for name in scan.shortcuts(shortcut_scan.places_of(self.specs), packages):
+            self.note(name)
+        tampering = scan.tampering()
+        if tampering:
+            # Failed here, told in its own words (a shortcut found as well is what
+            # _core.refuse_shortcuts tells instead).
+            from autograder.checks import _core
+            _core.fail("Your cells reach for what watches the checks for library shortcuts ("
+                       + "; ".join(tampering[:3]) + "), which could switch that watch off: a "
+                       "check that watches gives no points while they do. Remove that code.")
 
 
 def remote_set(connection: Connection, obj: Any, path: tuple, value: Any) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from typing import Any, Iterable
 
 # Whatever can switch off the kernel's watch or reach around it: a learner's exercise never
@@ -138,17 +139,20 @@ class _Names(ast.NodeVisitor):
             else:
                 top = alias.name.split(".")[0]
                 self.aliases[top] = top
-            self._add(alias.name, node)
+            if not self._given_check(alias.name, node):
+                self._add(alias.name, node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level or not node.module:
             return
-        self._add(node.module, node)
+        if not self._given_check(node.module, node):
+            self._add(node.module, node)
         for alias in node.names:
             dotted = f"{node.module}.{alias.name}"
             self.aliases[alias.asname or alias.name] = dotted
             # Binding a forbidden object to a name is what `Linear = nn.Linear` does.
-            self._add(dotted, node, defined=True)
+            if not self._given_check(dotted, node):
+                self._add(dotted, node, defined=True)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         target = self.resolve(node.value)
@@ -174,9 +178,10 @@ class _Names(ast.NodeVisitor):
 
     @staticmethod
     def _given_check(dotted: str, node: ast.AST) -> bool:
-        """A use of the checks that the given cells imported (`checks.check_x(f)`, a data
-        folder they name): reading a public name is not tampering; setting, deleting or
-        reaching a private one is."""
+        """A use of the checks (`checks.check_x(f)`, a data folder the given cells name, the
+        given cell's import copied into the learner's own): reading or importing a public
+        name is not tampering (the checks run in the grader); setting, deleting or reaching a
+        private one (`_core`, where the kernel's watch lives) is."""
         if not (dotted == "autograder" or dotted.startswith("autograder.")):
             return False
         if isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del)):
@@ -194,8 +199,12 @@ class _Names(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str) and ("autograder" in node.value or "__course" in node.value):
-            self._add("autograder" if "autograder" in node.value else "__course", node, defined=True)
+        # A module path of the checks or a name of the grader's helper, spelled as a string
+        # (sys.modules["autograder.checks._core"], a startswith over module names); not a
+        # docstring that mentions the autograder.
+        if isinstance(node.value, str) and re.fullmatch(r"autograder(\.\w+)*|__course\w*", node.value):
+            self._add("autograder" if node.value.startswith("autograder") else "__course", node,
+                      defined=True)
 
 
 class Scan:
@@ -255,7 +264,7 @@ class Scan:
                         shown = name
                         break
             if shown is not None:
-                entry = f"{shown}, which can switch off the grader's watch ({ref.where()})"
+                entry = f"{shown} in {ref.where()}"
                 if entry not in noted:
                     noted.append(entry)
         return noted

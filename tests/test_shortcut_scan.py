@@ -84,7 +84,16 @@ def test_a_package_is_refused_wherever_it_is_reached_in_the_learners_code():
 ])
 def test_what_could_switch_off_the_kernels_watch_is_seen_anywhere_in_the_learners_cells(source, shown):
     found = scan(source).tampering()
-    assert found and shown in found[0] and "switch off the grader's watch" in found[0], found
+    assert found and shown in found[0].split(" in cell ")[0] and " in cell 1, line " in found[0], found
+
+
+@pytest.mark.parametrize("source", [
+    "from autograder.checks import attention as checks\nchecks.check_softmax(softmax)\n",
+    "import autograder.checks\n",
+    "def f(x):\n    \"\"\"Passes the autograder.\"\"\"\n    return x\n",
+])
+def test_using_the_checks_as_given_or_naming_the_autograder_is_not_tampering(source):
+    assert scan(source).tampering() == []
 
 
 def test_the_given_cells_and_the_checks_they_import_are_not_the_learners():
@@ -165,8 +174,7 @@ def test_each_known_shortcut_is_in_plain_sight_of_the_scan(name, mistake):
 JUDGED_HERE = ["01_softmax", "02_attention", "05_modules", "06_multihead", "10_block", "17_retrieval"]
 
 
-def _judged(name, nb):
-    from autograder.checks._core import SHORTCUT_PHRASE
+def _judged_outputs(name, nb):
     from coursetools import judge
     from test_judge import Local
 
@@ -190,13 +198,17 @@ def _judged(name, nb):
     connection = Blind(namespace)
     connection.built_here = judge.BUILT_IN_KERNEL.get(name, ())
     connection.scan = Scan(nb.cells, given_cells(read(solution_path(name)).cells))
-    refused = {}
+    outputs = {}
     for c in nb.cells:
         if judge.is_test_cell(c):
-            outputs, ok = judge.run_cell(c.source, checks, connection)
-            refused[c.metadata.nbgrader.grade_id] = (ok, any(
-                SHORTCUT_PHRASE in o.get("evalue", "") for o in outputs))
-    return refused
+            shown, ok = judge.run_cell(c.source, checks, connection)
+            outputs[c.metadata.nbgrader.grade_id] = (ok, " ".join(o.get("evalue", "") for o in shown))
+    return outputs
+
+
+def _judged(name, nb):
+    from autograder.checks._core import SHORTCUT_PHRASE
+    return {cell: (ok, SHORTCUT_PHRASE in text) for cell, (ok, text) in _judged_outputs(name, nb).items()}
 
 
 @pytest.mark.parametrize("name", JUDGED_HERE)
@@ -219,3 +231,15 @@ def test_a_package_the_given_cells_import_is_left_to_the_watch():
     alone = [cell("import numpy as np\n", locked=True), cell(numpy_given + learner, solution=True)]
     found = Scan(alone, given_cells([cell("import numpy as np\n", locked=True)])).shortcuts(torch_package, ["torch"])
     assert found and found[0].startswith("torch (cell 1, line 4")
+
+
+def test_tampering_costs_each_watched_check_with_a_reason_of_its_own():
+    from mistakes import solution_source
+    name = "05_modules"
+    tampered = solution_source(name, "Linear") + "\nimport sys\nsys.setprofile(None)\n"
+    nb = with_cells(read(solution_path(name)), {"Linear": tampered})
+    result = _judged_outputs(name, nb)
+    failed = {cell: text for cell, (ok, text) in result.items() if not ok}
+    assert failed, result
+    for text in failed.values():
+        assert "reach for what watches the checks" in text and "sys.setprofile in cell" in text, text
