@@ -125,12 +125,8 @@ class _Names(ast.NodeVisitor):
         self.generic_visit(node)
         self.depth -= 1
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _scoped
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self.depth += 1  # its bases count as inside it: subclassing nn.Linear is using it
-        self.generic_visit(node)
-        self.depth -= 1
+    # A class's bases count as inside it: subclassing nn.Linear is using it.
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _scoped
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -139,19 +135,19 @@ class _Names(ast.NodeVisitor):
             else:
                 top = alias.name.split(".")[0]
                 self.aliases[top] = top
-            if not self._given_check(alias.name, node):
+            if not self._harmless_use_of_checks(alias.name, node):
                 self._add(alias.name, node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level or not node.module:
             return
-        if not self._given_check(node.module, node):
+        if not self._harmless_use_of_checks(node.module, node):
             self._add(node.module, node)
         for alias in node.names:
             dotted = f"{node.module}.{alias.name}"
             self.aliases[alias.asname or alias.name] = dotted
             # Binding a forbidden object to a name is what `Linear = nn.Linear` does.
-            if not self._given_check(dotted, node):
+            if not self._harmless_use_of_checks(dotted, node):
                 self._add(dotted, node, defined=True)
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -165,7 +161,7 @@ class _Names(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         dotted = self.resolve(node)
-        if dotted is not None and not self._given_check(dotted, node):
+        if dotted is not None and not self._harmless_use_of_checks(dotted, node):
             self._add(dotted, node)
         self.generic_visit(node)
 
@@ -173,11 +169,11 @@ class _Names(ast.NodeVisitor):
         if node.id.startswith(GRADER_NAMES):
             self._add(node.id, node, defined=True)
         dotted = self.aliases.get(node.id)
-        if dotted is not None and dotted != node.id and not self._given_check(dotted, node):
+        if dotted is not None and dotted != node.id and not self._harmless_use_of_checks(dotted, node):
             self._add(dotted, node)
 
     @staticmethod
-    def _given_check(dotted: str, node: ast.AST) -> bool:
+    def _harmless_use_of_checks(dotted: str, node: ast.AST) -> bool:
         """A use of the checks (`checks.check_x(f)`, a data folder the given cells name, the
         given cell's import copied into the learner's own): reading or importing a public
         name is not tampering (the checks run in the grader); setting, deleting or reaching a
