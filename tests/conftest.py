@@ -33,3 +33,49 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+# --------------------------------------------------------------------------- test order
+# `make test` runs on two workers, so the suite lasts as long as its busier worker. Tests are
+# handed out longest first (durations measured by a whole run with COURSE_TEST_DURATIONS set
+# to a file, committed as tests/durations.json), so that no long test starts last; a test not
+# yet measured counts as short. The rendered book's tests share one build, which takes minutes:
+# they form one xdist group, so that one worker builds it while the other grades.
+DURATIONS = Path(__file__).with_name("durations.json")
+_measured: dict[str, float] = {}
+
+
+def _known_durations() -> dict[str, float]:
+    import json
+    try:
+        return json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def pytest_collection_modifyitems(config, items):
+    durations = _known_durations()
+    book = {item.nodeid for item in items if item.nodeid.startswith("tests/test_book.py")}
+    group = sum(durations.get(nodeid, 0.0) for nodeid in book)
+    for item in items:
+        if item.nodeid in book:
+            item.add_marker(pytest.mark.xdist_group("book"))
+
+    def cost(item) -> float:
+        return group if item.nodeid in book else durations.get(item.nodeid, 0.0)
+
+    items.sort(key=cost, reverse=True)  # stable: equal costs keep the files' order
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("COURSE_TEST_DURATIONS"):
+        _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get("COURSE_TEST_DURATIONS")
+    # Under xdist every report reaches the controller; a worker (workerinput) writes nothing.
+    if path and _measured and not hasattr(session.config, "workerinput"):
+        import json
+        Path(path).write_text(json.dumps({k: round(v, 2) for k, v in sorted(_measured.items())},
+                                         indent=0) + "\n")
