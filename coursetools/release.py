@@ -118,13 +118,16 @@ def regions(source: str) -> dict[str, list[str]]:
 
 
 SELF_STORE = re.compile(r"^self\.(\w+) = \1$")  # `self.eps = eps`: any class has these
+# `return total`: names a variable, not how it was computed (and, as a substring, it is found
+# in any `return total / n` of the course's helpers)
+BARE_RETURN = re.compile(r"^return \w+$")
 
 
 def secret_lines(root: Path, name: str) -> dict[str, set[str]]:
     """Lines of solutions/NAME that a learner must never see, by kind.
 
     Left out: comment-only and very short lines (`return x` may well appear in a stub),
-    constructor arguments stored on self, and lines the exercise's own text quotes on
+    constructor arguments stored on self, a bare `return name`, and lines the exercise's own text quotes on
     purpose (a hint such as `self.register_parameter("bias", None)`).
     """
     secrets: dict[str, set[str]] = {kind: set() for kind in REGIONS}
@@ -135,7 +138,8 @@ def secret_lines(root: Path, name: str) -> dict[str, set[str]]:
             for kind, lines in regions(cell.source).items():
                 secrets[kind] |= {line for line in lines
                                   if len(line) >= 12 and not line.startswith("#")
-                                  and not SELF_STORE.match(line) and line not in quoted}
+                                  and not SELF_STORE.match(line) and not BARE_RETURN.match(line)
+                                  and line not in quoted}
     return secrets
 
 

@@ -69,7 +69,8 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_logreport(report):
     if os.environ.get("COURSE_TEST_DURATIONS"):
-        _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+        nodeid = report.nodeid.removesuffix("@book")  # the group's name, added by --dist loadgroup
+        _measured[nodeid] = _measured.get(nodeid, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session):

@@ -24,8 +24,9 @@ def test_reference_passes_each_check(capsys):
 
 def test_target_has_the_stated_margin():
     # The checks promise: 200 steps of the notebook's setting bring the reference to
-    # 2.79-2.86 bits/char; the target (3.2) must sit well above that and below the bigram
-    # table's held-out loss on the same split.
+    # 2.79-2.86 bits/char (2.75-2.82 as check_train_learns measures it, the held-out text as
+    # one sequence); the target (3.2) must sit well above both and below the bigram table's
+    # held-out loss on the same split.
     torch.set_num_threads(1)
     data = corpus.load()
     tokens, held_out = torch.from_numpy(data.train), torch.from_numpy(data.held_out)
@@ -38,6 +39,7 @@ def test_target_has_the_stated_margin():
               checks.STEPS, max_lr=checks.MAX_LR, warmup_steps=checks.WARMUP_STEPS,
               max_norm=checks.MAX_NORM)
         results.append(bits_per_char(model, held_out, checks.BLOCK_SIZE))
+        results.append(checks._held_out_bits(model, held_out))
     bigram = ngram.bits_per_token(ngram.fit(data.train, 2, data.tokenizer.vocab_size), data.held_out, 2)
     assert max(results) < 2.9 < checks.TARGET_BITS - 0.25 and checks.TARGET_BITS < bigram - 0.1, (results, bigram)
 
