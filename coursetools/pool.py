@@ -17,6 +17,7 @@ for what the learner's functions return.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -214,15 +215,22 @@ class CourseExecute(Execute):
 
     def given_cells(self, resources) -> frozenset[str]:
         """The sources of the code cells the assignment gives, from its source notebook."""
-        import nbformat
         info = (resources or {}).get("nbgrader") or {}
         if self.class_dir is None or not info.get("assignment") or not info.get("notebook"):
             return frozenset()
         path = self.class_dir / "source" / info["assignment"] / f"{info['notebook']}.ipynb"
         try:
-            return shortcut_scan.given_cells(nbformat.read(str(path), as_version=4).cells)
+            return _given_cells(str(path), path.stat().st_mtime_ns)
         except (OSError, ValueError):
             return frozenset()
+
+
+@functools.lru_cache(maxsize=8)
+def _given_cells(path: str, mtime_ns: int) -> frozenset[str]:
+    """Read once per worker and assignment (keyed by the file's time, so an edited source
+    notebook is read again), not once per submission."""
+    import nbformat
+    return shortcut_scan.given_cells(nbformat.read(path, as_version=4).cells)
 
 
 def _record_cell(cell, cell_index, **_) -> None:
