@@ -1049,16 +1049,18 @@ def _as_node(output: dict) -> Any:
     return nbformat.from_dict(output)
 
 
-def trusted_test_cells(db_url: str, notebook: str, assignment: str) -> dict[str, str]:
-    """grade id -> source of the notebook's test cells, from the gradebook (where nbgrader's
-    assignment registration put them), as nbgrader's own OverwriteCells reads them."""
+def trusted_cells(db_url: str, notebook: str, assignment: str) -> tuple[dict[str, str], list[str]]:
+    """From the gradebook (where nbgrader's assignment registration put them, as its own
+    OverwriteCells reads them), in one session: grade id -> source of the notebook's test
+    cells, and the sources of all the cells it tracks (the set-up cell names the check module)."""
     from nbgrader.api import Gradebook
     with Gradebook(db_url) as gradebook:
         source = gradebook.find_notebook(notebook, assignment)
         graded = {cell.name for cell in source.grade_cells}
         solutions = {cell.name for cell in source.solution_cells}
-        return {cell.name: cell.source for cell in source.source_cells
-                if cell.name in graded and cell.name not in solutions}
+        tests = {cell.name: cell.source for cell in source.source_cells
+                 if cell.name in graded and cell.name not in solutions}
+        return tests, [cell.source for cell in source.source_cells]
 
 
 def judge_for(resources: dict, cells: list, given: frozenset[str] = frozenset()) -> NotebookJudge | None:
@@ -1068,13 +1070,8 @@ def judge_for(resources: dict, cells: list, given: frozenset[str] = frozenset())
     info = (resources or {}).get("nbgrader") or {}
     if info.get("assignment") not in JUDGED:
         return None
-    trusted = trusted_test_cells(info["db_url"], info["notebook"], info["assignment"])
-    # The check module, from the locked set-up cell as the gradebook holds it.
-    from nbgrader.api import Gradebook
-    with Gradebook(info["db_url"]) as gradebook:
-        setup = [{"cell_type": "code", "source": c.source}
-                 for c in gradebook.find_notebook(info["notebook"], info["assignment"]).source_cells]
-    module = checks_module_name(setup)
+    trusted, tracked = trusted_cells(info["db_url"], info["notebook"], info["assignment"])
+    module = checks_module_name([{"cell_type": "code", "source": source} for source in tracked])
     if not module:
         return None
     return NotebookJudge(module, trusted, BUILT_IN_KERNEL.get(info["assignment"], ()),
