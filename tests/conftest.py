@@ -38,11 +38,15 @@ def browser():
 # --------------------------------------------------------------------------- test order
 # `make test` runs on two workers, so the suite lasts as long as its busier worker. Tests are
 # handed out longest first (durations measured by a whole run with COURSE_TEST_DURATIONS set
-# to a file, committed as tests/durations.json), so that no long test starts last; a test not
-# yet measured counts as short. The rendered book's tests share one build, which takes minutes:
-# they form one xdist group, so that one worker builds it while the other grades.
+# to a file, `make durations`, committed as tests/durations.json), so that no long test starts
+# last; a test not yet measured counts as short. Tests that share an expensive set-up (the
+# built book, a hostile class graded once, the learners' bundles) form one xdist group, run
+# by one worker, so that the set-up is not paid twice; a group counts as long as its tests
+# together (`--dist loadgroup --no-loadscope-reorder`, Makefile).
 DURATIONS = Path(__file__).with_name("durations.json")
 _measured: dict[str, float] = {}
+SHARED_HOSTILE = ("test_hostile_submissions_cost_only_their_own_grade",
+                  "test_feedback_pages_hide_the_hidden_tests_and_explain_failures")
 
 
 def _known_durations() -> dict[str, float]:
@@ -53,23 +57,41 @@ def _known_durations() -> dict[str, float]:
         return {}
 
 
+def _group(item) -> str | None:
+    fixtures = getattr(item, "fixturenames", ())
+    if item.nodeid.startswith("tests/test_book.py"):
+        return "book"
+    if "runs" in fixtures and item.nodeid.startswith("tests/test_hostile_corpus.py"):
+        return f"hostile-{item.callspec.params['name']}"
+    if "bundles" in fixtures:
+        return "bundles"
+    if item.nodeid.startswith("tests/test_grading.py") and item.originalname in SHARED_HOSTILE:
+        return "grading-hostile"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     durations = _known_durations()
-    book = {item.nodeid for item in items if item.nodeid.startswith("tests/test_book.py")}
-    group = sum(durations.get(nodeid, 0.0) for nodeid in book)
+    groups = {item.nodeid: _group(item) for item in items}
+    cost_of_group: dict[str, float] = {}
     for item in items:
-        if item.nodeid in book:
-            item.add_marker(pytest.mark.xdist_group("book"))
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+            cost_of_group[groups[item.nodeid]] = (cost_of_group.get(groups[item.nodeid], 0.0)
+                                                  + durations.get(item.nodeid, 0.0))
 
-    def cost(item) -> float:
-        return group if item.nodeid in book else durations.get(item.nodeid, 0.0)
+    def cost(item) -> tuple[float, str]:
+        group = groups[item.nodeid]
+        # a group's tests stay together, in the files' order
+        return (cost_of_group[group], group) if group else (durations.get(item.nodeid, 0.0), "")
 
     items.sort(key=cost, reverse=True)  # stable: equal costs keep the files' order
 
 
 def pytest_runtest_logreport(report):
     if os.environ.get("COURSE_TEST_DURATIONS"):
-        nodeid = report.nodeid.removesuffix("@book")  # the group's name, added by --dist loadgroup
+        import re
+        nodeid = re.sub(r"@[\w-]+$", "", report.nodeid)  # less the group --dist loadgroup appends
         _measured[nodeid] = _measured.get(nodeid, 0.0) + report.duration
 
 

@@ -31,4 +31,5 @@ def test_validate_reports_the_untouched_release_as_failing(name):
     out = _validate(release_path(name))
     assert "Success!" not in out
     assert "NotImplementedError" in out  # the learner is told what is left to do
-    assert "Success! The notebook does not pass any tests." in _validate(release_path(name), "--invert")
+    # That no test cell passes on the untouched release is test_grading's (real autograde
+    # scores it 0), not repeated here with `validate --invert`: a second run of the notebook.
