@@ -37,6 +37,12 @@ TRUSTED = ("numpy", "torch", "llmref", "autograder", "math", "builtins", "functo
            "collections", "typing", "dataclasses", "random", "string", "re")
 
 
+# Libraries whose classes a recorded object may derive from. Other libraries patch them (once
+# transformers has built a model, every torch.nn.Module carries its smart_apply), which says
+# nothing of the object's own behaviour.
+LIBRARIES = ("builtins", "numpy", "torch")
+
+
 class Unrecordable(TypeError):
     """A value that cannot be keyed or stored as data (a learner's function, an open file...)."""
 
@@ -152,6 +158,8 @@ def _feed(h, value: Any, seen: set) -> None:  # noqa: C901 (one case per kind of
         if not _trusted(cls.__module__) and not _replayed_class(cls):
             raise Unrecordable(f"an object of the caller's class {cls.__module__}.{cls.__qualname__}")
         for klass in cls.__mro__:  # a class built around the learner's methods behaves as theirs
+            if klass.__module__.split(".")[0] in LIBRARIES:
+                continue  # what a library patched into torch's own classes is not the caller's
             for attr in vars(klass).values():
                 function = getattr(attr, "__func__", attr)
                 if callable(function) and hasattr(function, "__code__") and not _trusted(

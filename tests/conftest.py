@@ -36,17 +36,17 @@ def browser():
 
 
 # --------------------------------------------------------------------------- test order
-# `make test` runs on two workers, so the suite lasts as long as its busier worker. Tests are
-# handed out longest first (durations measured by a whole run with COURSE_TEST_DURATIONS set
-# to a file, `make durations`, committed as tests/durations.json), so that no long test starts
-# last; a test not yet measured counts as short. Tests that share an expensive set-up (the
-# built book, a hostile class graded once, the learners' bundles) form one xdist group, run
-# by one worker, so that the set-up is not paid twice; a group counts as long as its tests
-# together (`--dist loadgroup --no-loadscope-reorder`, Makefile).
+# `make test` runs on two workers, so the suite lasts as long as its busier worker. Each test
+# file goes to one worker whole (`--dist loadfile`, Makefile): the files that share an
+# expensive set-up among their tests (the built book, a hostile class graded once, the
+# learners' bundles, test_grading's hostile class) then pay it once. Files are handed out
+# longest first (the sum of their tests' durations, measured by a whole run with
+# COURSE_TEST_DURATIONS set to a file, `make durations`, committed as tests/durations.json), so
+# that no long file starts last; a test not yet measured counts as short. (xdist's
+# `--dist loadgroup` would group finer, but its groups were not kept together here: measured
+# with xdist 3.8 and pytest 9.2, tests of one group ran on both workers.)
 DURATIONS = Path(__file__).with_name("durations.json")
 _measured: dict[str, float] = {}
-SHARED_HOSTILE = ("test_hostile_submissions_cost_only_their_own_grade",
-                  "test_feedback_pages_hide_the_hidden_tests_and_explain_failures")
 
 
 def _known_durations() -> dict[str, float]:
@@ -57,42 +57,20 @@ def _known_durations() -> dict[str, float]:
         return {}
 
 
-def _group(item) -> str | None:
-    fixtures = getattr(item, "fixturenames", ())
-    if item.nodeid.startswith("tests/test_book.py"):
-        return "book"
-    if "runs" in fixtures and item.nodeid.startswith("tests/test_hostile_corpus.py"):
-        return f"hostile-{item.callspec.params['name']}"
-    if "bundles" in fixtures:
-        return "bundles"
-    if item.nodeid.startswith("tests/test_grading.py") and item.originalname in SHARED_HOSTILE:
-        return "grading-hostile"
-    return None
-
-
 def pytest_collection_modifyitems(config, items):
     durations = _known_durations()
-    groups = {item.nodeid: _group(item) for item in items}
-    cost_of_group: dict[str, float] = {}
+    per_file: dict[str, float] = {}
     for item in items:
-        if groups[item.nodeid]:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-            cost_of_group[groups[item.nodeid]] = (cost_of_group.get(groups[item.nodeid], 0.0)
-                                                  + durations.get(item.nodeid, 0.0))
-
-    def cost(item) -> tuple[float, str]:
-        group = groups[item.nodeid]
-        # a group's tests stay together, in the files' order
-        return (cost_of_group[group], group) if group else (durations.get(item.nodeid, 0.0), "")
-
-    items.sort(key=cost, reverse=True)  # stable: equal costs keep the files' order
+        path = item.nodeid.split("::")[0]
+        per_file[path] = per_file.get(path, 0.0) + durations.get(item.nodeid, 0.0)
+    # stable: a file's tests keep their order, files of equal cost keep theirs
+    items.sort(key=lambda item: (per_file[item.nodeid.split("::")[0]], item.nodeid.split("::")[0]),
+               reverse=True)
 
 
 def pytest_runtest_logreport(report):
     if os.environ.get("COURSE_TEST_DURATIONS"):
-        import re
-        nodeid = re.sub(r"@[\w-]+$", "", report.nodeid)  # less the group --dist loadgroup appends
-        _measured[nodeid] = _measured.get(nodeid, 0.0) + report.duration
+        _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session):

@@ -312,6 +312,25 @@ def test_stand_ins_are_told_apart_by_the_shortcut_watch(tmp_path):
         replay.configure(*saved)
 
 
+def test_a_module_is_keyed_after_a_library_patched_torch(monkeypatch):
+    """transformers, once it has built a model, sets smart_apply on torch.nn.Module itself: a
+    torch module is still keyed by its weights, and a class of the caller's still refused."""
+    import torch
+
+    from autograder import replay
+
+    namespace: dict = {"__name__": "transformers.modeling_utils"}
+    exec("def smart_apply(self, fn):\n    return self\n", namespace)
+    layer = torch.nn.Linear(2, 2)
+    before = replay.digest(layer)
+    monkeypatch.setattr(torch.nn.Module, "smart_apply", namespace["smart_apply"], raising=False)
+    assert replay.digest(layer) == before
+    learners: dict = {"__name__": "__main__", "nn": torch.nn}
+    exec("class Mine(nn.Linear):\n    def extra(self):\n        return 1\n", learners)
+    with pytest.raises(replay.Unrecordable):
+        replay.digest(learners["Mine"](2, 2))
+
+
 def test_learner_functions_are_never_keyed_by_name():
     """A call whose inputs hold the learner's function cannot be answered from a recording:
     its result depends on code the recording never saw."""

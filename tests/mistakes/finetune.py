@@ -146,14 +146,17 @@ DPO_MISTAKES = [
         says="still carry a gradient"),
 ]
 
-# peft's own LoRA layer inside: the adapter the exercise asks for, written by the library.
+# peft's own LoRA layer inside: the adapter the exercise asks for, written by the library. It
+# must really run peft's code: a call that fails binding its arguments enters no peft frame,
+# and once peft is imported (by an earlier test) nothing else would.
 SHORTCUT_MISTAKES = [
     Mistake("lora_by_peft", "LoRALinear", edited(
         LORA, ("        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))\n",
                "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))\n"
+               "        from peft import LoraConfig\n"
                "        from peft.tuners.lora import Linear as PeftLinear\n"
-               "        self.library = PeftLinear(nn.Linear(base.in_features, base.out_features), \"default\", r=r,\n"
-               "                                  lora_alpha=alpha)\n")), says="uses peft, which does the exercise for you"),
+               "        self.library = PeftLinear(nn.Linear(base.in_features, base.out_features), \"default\",\n"
+               "                                  LoraConfig(r=r, lora_alpha=alpha), r=r, lora_alpha=alpha)\n")), says="uses peft, which does the exercise for you"),
 ]
 
 MISTAKES = LORA_MISTAKES + SFT_MISTAKES + LOGPROB_MISTAKES + DPO_MISTAKES + SHORTCUT_MISTAKES
