@@ -32,6 +32,11 @@ EXERCISES = ("02_attention", "06_multihead")
 OTHER = {"02_attention": "01_softmax", "06_multihead": "05_modules"}
 # Short, so that the cases that run too long cost little; a normal submission takes ~1-5 s.
 TIMEOUT = 30
+# The memory_bomb case writes every page it hoards, and page faults are slow on these VMs
+# (~0.5 GB/s of system time): under grading.MEMORY_GB (6 GiB) the hoard alone took 10 s on
+# an idle machine and ran past TIMEOUT under CI's load. A smaller cap proves the same thing
+# (the hog is stopped inside its own kernel) in a third of the time; the solution still fits.
+MEMORY_GB = 3.0
 BYSTANDERS = ("solution", "mistake")
 # Graded a second time, in a class of their own: the same rows must come back.
 AGAIN = ("gradebook_relative", "edited_test_cells", "duplicated_test_cells", "always_equal_list",
@@ -135,7 +140,8 @@ class Runs:
                 assert expected[case.name] < points, f"{case.name}: its code earns full marks in-process"
         before = _digest(ROOT / "solutions" / name)
         submitted = _digest(submissions)
-        rows = grade_class(ROOT, name, submissions, class_dir, timeout=TIMEOUT, jobs=2)
+        rows = grade_class(ROOT, name, submissions, class_dir, timeout=TIMEOUT, jobs=2,
+                           memory_gb=MEMORY_GB)
         write_csv(rows, base / f"grades_{name}.csv")  # the table of outcomes, for a failure's reader
         return Run(name, points, corpus, {r.student: r for r in rows}, expected, class_dir,
                    submissions, listener, before, submitted)
@@ -147,7 +153,8 @@ class Runs:
             base = self.factory.mktemp(f"hostile-again-{name}")
             for student in (*BYSTANDERS, *AGAIN):
                 shutil.copytree(run.submissions / student, base / "submissions" / student)
-            rows = grade_class(ROOT, name, base / "submissions", base / "class", timeout=TIMEOUT, jobs=2)
+            rows = grade_class(ROOT, name, base / "submissions", base / "class", timeout=TIMEOUT, jobs=2,
+                               memory_gb=MEMORY_GB)
             self.again[name] = {r.student: r for r in rows}
         return self.again[name]
 
