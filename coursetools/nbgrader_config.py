@@ -15,6 +15,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # checks take well under a second, so a minute means an infinite loop.
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+# A cell that prints a lot (100 MB) is still streaming its output when its reply arrives, and
+# nbgrader fails the whole notebook if that output takes longer to drain than this: nbclient's
+# 4 s default was too short on a loaded 2-core machine. `course grade --timeout` still bounds
+# the whole submission.
+c.Execute.iopub_timeout = 60
 
 # Hidden tests must not reach learners through feedback.
 c.GenerateFeedback.preprocessors = [

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from coursetools import grading
 from exercise_tools import ROOT, graded_cells, read, release_path, solution_path, with_cells
-from mistakes import for_nbgrader
+from mistakes import for_exercise
 
 NAME = "02_attention"
 TIMEOUT = 60  # seconds per submission; a normal one takes ~5 s on a busy 2-core machine
@@ -82,7 +82,7 @@ def _expect(kind: str, score: float) -> None:
 @pytest.mark.slow
 def test_grading_into_postgresql(postgres, tmp_path):
     url = postgres()
-    kinds = _submissions(tmp_path / "submissions", "", for_nbgrader(NAME)[:2])
+    kinds = _submissions(tmp_path / "submissions", "", for_exercise(NAME)[:2])
     class_dir = tmp_path / "class"
     results = grading.grade_class(ROOT, NAME, tmp_path / "submissions", class_dir, timeout=TIMEOUT,
                                   jobs=2, db_url=url)
@@ -120,7 +120,7 @@ def test_two_graders_writing_into_one_gradebook_at_once(postgres, tmp_path):
     start together on an empty database: both register the assignment (nbgrader creates
     the tables then) and write scores at the same time."""
     url = postgres()
-    mistakes = for_nbgrader(NAME)[:2]
+    mistakes = for_exercise(NAME)[:2]
     halves = {"a": _submissions(tmp_path / "submissions_a", "_a", mistakes[:1]),
               "b": _submissions(tmp_path / "submissions_b", "_b", mistakes[1:2])}
     # One grader is given the gradebook with --db-url, the other through COURSE_DB_URL.

@@ -76,7 +76,7 @@ def for_exercise(name: str) -> list[Mistake]:
 # mistakes per solution cell, the first ones declared, to keep `make test` within its time;
 # every mistake still runs in-process (tests/test_exercises.py), where its failure message
 # must also contain its diagnosis, and `course selfcheck` grades all of them.
-PER_CELL_THROUGH_NBGRADER = 2
+PER_CELL_THROUGH_NBGRADER = 1
 
 
 def for_nbgrader(name: str) -> list[Mistake]:
